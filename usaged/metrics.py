@@ -1,0 +1,339 @@
+"""Metrics: every figure of the dashboard, a pure function of (snapshot, settings, health, now).
+
+Definitions (docs/metrics.md):
+- tokens = input + output + cache_read + cache_write; cost sums priced events only, and
+  `unpriced_calls` / `unpriced_tokens` say what is missing from it.
+- today / week (ISO, Monday) / month / last_month are calendar windows in the configured zone;
+  last_7_days is the rolling last 168 hours; all windows end at `now` (inclusive).
+- budget, capacity, balance and alerts follow from those windows and the thresholds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from usaged.ledger import QUARTER, UNDATED_Q, Snapshot, Sums
+
+Level = Literal["ok", "warning", "critical"]
+PROJECTION_MIN_HOURS = 6.0  # no month-end projection before this much of the month has passed
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The slice of the config metrics read (see config.SCHEMA for meanings)."""
+
+    zone: ZoneInfo
+    top_sessions: int = 20
+    monthly_usd: float | None = None
+    weekly_tokens: float | None = None
+    burn_window_hours: float = 24.0
+    credit_usd: float | None = None
+    balance_since: dt.date | None = None
+    warn_ratio: float = 0.8
+    critical_ratio: float = 1.0
+    balance_low_usd: float = 10.0
+    session_review_tokens: float = 10_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What the ledger and the daemon know about themselves (for the data-quality alerts)."""
+
+    files: int = 0
+    events: int = 0
+    bad_lines: int = 0
+    unreadable: int = 0
+    last_scan_age: float | None = None  # seconds since the last completed scan
+    scan_interval: float = 60.0
+    problems: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    name: str
+    start: dt.datetime | None  # None: since the beginning
+    end: dt.datetime  # the window holds [start, end] (or [start, end) when `open_end`)
+    open_end: bool = False
+
+    def holds(self, ts: float) -> bool:
+        if self.start is not None and ts < self.start.timestamp():
+            return False
+        end = self.end.timestamp()
+        return ts < end if self.open_end else ts <= end
+
+
+@dataclass(slots=True)
+class _Acc:
+    sums: Sums = field(default_factory=Sums)
+    costs: list[float] = field(default_factory=list)
+
+    def add(self, s: Sums) -> None:
+        self.sums = self.sums + s
+        if s.cost:
+            self.costs.append(s.cost)
+
+    @property
+    def cost(self) -> float:
+        return math.fsum(self.costs)
+
+
+def cut_points(settings: Settings, now: float) -> list[float]:
+    """Instants inside quarter hours where a window starts: the ledger returns raw events there."""
+    return [now - 168 * 3600, now - settings.burn_window_hours * 3600]
+
+
+def windows(now: dt.datetime, zone: ZoneInfo) -> dict[str, Window]:
+    local = now.astimezone(zone)
+    midnight = _midnight(local.date(), zone)
+    week_start = _midnight(local.date() - dt.timedelta(days=local.weekday()), zone)
+    month_start = _midnight(local.date().replace(day=1), zone)
+    prev = (local.date().replace(day=1) - dt.timedelta(days=1)).replace(day=1)
+    return {
+        "all_time": Window("all_time", None, now),
+        "today": Window("today", midnight, now),
+        "last_7_days": Window("last_7_days", now - dt.timedelta(hours=168), now),
+        "week": Window("week", week_start, now),
+        "month": Window("month", month_start, now),
+        "last_month": Window("last_month", _midnight(prev, zone), month_start, open_end=True),
+    }
+
+
+def _midnight(day: dt.date, zone: ZoneInfo) -> dt.datetime:
+    """Local midnight of `day` (DST-safe: a missing midnight resolves forward)."""
+    naive = dt.datetime.combine(day, dt.time(0, 0))
+    aware = naive.replace(tzinfo=zone)
+    back = aware.astimezone(dt.UTC).astimezone(zone)
+    return aware if back.replace(tzinfo=None) == naive else back
+
+
+def compute(snap: Snapshot, settings: Settings, health: Health, now: dt.datetime
+            ) -> dict[str, Any]:
+    """All figures of usage.json except `generated_at` and daemon state (added by render)."""
+    zone = settings.zone
+    wins = windows(now, zone)
+    accs = {name: _Acc() for name in wins}
+    daily: dict[dt.date, _Acc] = {}
+    models: dict[tuple[str, str, str], _Acc] = {}
+    sources: dict[str, _Acc] = {}
+    agents: dict[tuple[str, str], _Acc] = {}
+    month_unpriced_models: set[str] = set()
+    burn = _Acc()
+    burn_start = snap.now - settings.burn_window_hours * 3600
+    day_of: dict[int, dt.date] = {}
+
+    for ts, src, agent, provider, model, sums in _rows(snap):
+        for name, win in wins.items():
+            if ts is None:
+                if name == "all_time":
+                    accs[name].add(sums)
+            elif win.holds(ts):
+                accs[name].add(sums)
+                if name == "month" and sums.unpriced_calls:
+                    month_unpriced_models.add(f"{provider}/{model}")
+        _acc(models, (src, provider, model)).add(sums)
+        _acc(sources, src).add(sums)
+        _acc(agents, (src, agent)).add(sums)
+        if ts is not None:
+            q = math.floor(ts / QUARTER)
+            day = day_of.get(q) if ts == q * QUARTER else None
+            if day is None:
+                day = dt.datetime.fromtimestamp(ts, zone).date()
+                if ts == q * QUARTER:
+                    day_of[q] = day
+            _acc(daily, day).add(sums)
+            if ts >= burn_start:
+                burn.add(sums)
+
+    out: dict[str, Any] = {
+        "timezone": zone.key,
+        "now": now.astimezone(zone).isoformat(),
+        "windows": {n: {"start": w.start.astimezone(zone).isoformat() if w.start else None,
+                        "end": w.end.astimezone(zone).isoformat(), **figures(accs[n])}
+                    for n, w in wins.items()},
+        "daily": [{"date": d.isoformat(), **figures(a)} for d, a in sorted(daily.items())],
+        "monthly": _monthly(daily),
+        "sources": [{"source": s, **figures(a)} for s, a in _by_total(sources)],
+        "models": [{"source": k[0], "provider": k[1], "model": k[2], **figures(a)}
+                   for k, a in _by_total(models)],
+        "agents": [{"source": k[0], "agent": k[1], **figures(a)} for k, a in _by_total(agents)],
+        "sessions": [_session(r, zone) for r in snap.sessions[: settings.top_sessions]],
+    }
+    out["budget"] = _budget(settings, accs["month"], wins["month"], now)
+    out["capacity"] = _capacity(settings, accs["last_7_days"], burn)
+    out["balance"] = _balance(settings, snap, zone, now)
+    out["alerts"] = alerts(out, settings, health, sorted(month_unpriced_models),
+                           [_session(r, zone) for r in snap.sessions_over])
+    return out
+
+
+def _rows(snap: Snapshot) -> Iterable[tuple[float | None, str, str, str, str, Sums]]:
+    for b in snap.buckets:
+        if b.q in snap.edge_quarters:
+            continue
+        yield (None if b.q == UNDATED_Q else float(b.q * QUARTER), b.source, b.agent,
+               b.provider, b.model, b.sums)
+    for e in snap.edge_events:
+        yield e.ts, e.source, e.agent, e.provider, e.model, e.sums
+
+
+def _acc(d: dict[Any, _Acc], key: Any) -> _Acc:
+    acc = d.get(key)
+    if acc is None:
+        acc = d[key] = _Acc()
+    return acc
+
+
+def _by_total(d: dict[Any, _Acc]) -> list[tuple[Any, _Acc]]:
+    return sorted(d.items(), key=lambda kv: (-kv[1].sums.total, str(kv[0])))
+
+
+def figures(acc: _Acc) -> dict[str, Any]:
+    s = acc.sums
+    return {
+        "calls": s.calls,
+        "tokens": {"input": s.input, "output": s.output, "cache_read": s.cache_read,
+                   "cache_write": s.cache_write, "total": s.total},
+        "cost_usd": acc.cost,
+        "unpriced_calls": s.unpriced_calls,
+        "unpriced_tokens": s.unpriced_tokens,
+    }
+
+
+def _monthly(daily: dict[dt.date, _Acc]) -> list[dict[str, Any]]:
+    months: dict[str, _Acc] = {}
+    for day, acc in daily.items():
+        m = _acc(months, day.strftime("%Y-%m"))
+        m.sums = m.sums + acc.sums
+        m.costs.extend(acc.costs)
+    return [{"month": k, **figures(a)} for k, a in sorted(months.items())]
+
+
+def _session(r: Any, zone: ZoneInfo) -> dict[str, Any]:
+    acc = _Acc(r.sums, [r.sums.cost] if r.sums.cost else [])
+    last = dt.datetime.fromtimestamp(r.last_ts, zone).isoformat() if r.last_ts else None
+    return {"source": r.source, "agent": r.agent, "session": r.session, **figures(acc),
+            "last_activity": last}
+
+
+def level_of(ratio: float | None, settings: Settings) -> Level:
+    if ratio is None:
+        return "ok"
+    if ratio >= settings.critical_ratio:
+        return "critical"
+    if ratio >= settings.warn_ratio:
+        return "warning"
+    return "ok"
+
+
+def _budget(st: Settings, month: _Acc, win: Window, now: dt.datetime) -> dict[str, Any]:
+    spent = month.cost
+    if st.monthly_usd is None:
+        return {"monthly_usd": None, "spent_usd": spent, "ratio": None, "over_usd": None,
+                "projected_month_usd": None, "level": "ok"}
+    assert win.start is not None
+    local = win.start.astimezone(st.zone)
+    next_month = (local.date().replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    month_end = _midnight(next_month, st.zone)
+    elapsed = (now - win.start).total_seconds()
+    length = (month_end - win.start).total_seconds()
+    projected = spent * length / elapsed if elapsed >= PROJECTION_MIN_HOURS * 3600 else None
+    ratio = spent / st.monthly_usd
+    return {"monthly_usd": st.monthly_usd, "spent_usd": spent, "ratio": ratio,
+            "over_usd": max(0.0, spent - st.monthly_usd), "projected_month_usd": projected,
+            "month_end": month_end.astimezone(st.zone).isoformat(),
+            "level": level_of(ratio, st)}
+
+
+def _capacity(st: Settings, week: _Acc, burn: _Acc) -> dict[str, Any]:
+    used = week.sums.total
+    rate = burn.sums.total / st.burn_window_hours
+    if st.weekly_tokens is None:
+        return {"weekly_tokens": None, "used_tokens": used, "used_ratio": None,
+                "left_ratio": None, "left_tokens": None, "burn_tokens_per_hour": rate,
+                "burn_window_hours": st.burn_window_hours, "hours_to_exhaustion": None,
+                "level": "ok"}
+    used_ratio = used / st.weekly_tokens
+    left = max(0.0, st.weekly_tokens - used)
+    return {"weekly_tokens": st.weekly_tokens, "used_tokens": used, "used_ratio": used_ratio,
+            "left_ratio": max(0.0, 1.0 - used_ratio), "left_tokens": left,
+            "burn_tokens_per_hour": rate, "burn_window_hours": st.burn_window_hours,
+            "hours_to_exhaustion": (left / rate) if rate > 0 else None,
+            "level": level_of(used_ratio, st)}
+
+
+def _balance(st: Settings, snap: Snapshot, zone: ZoneInfo, now: dt.datetime) -> dict[str, Any]:
+    if st.credit_usd is None or st.balance_since is None:
+        return {"tracked": False, "credit_usd": None, "since": None, "spent_usd": None,
+                "balance_usd": None, "level": "ok"}
+    start = _midnight(st.balance_since, zone)
+    win = Window("balance", start, now)
+    acc = _Acc()
+    for ts, *_rest, sums in _rows(snap):
+        if ts is not None and win.holds(ts):
+            acc.add(sums)
+    balance = st.credit_usd - acc.cost
+    level: Level = "critical" if balance <= 0 else (
+        "warning" if balance < st.balance_low_usd else "ok")
+    return {"tracked": True, "credit_usd": st.credit_usd, "since": start.isoformat(),
+            "spent_usd": acc.cost, "balance_usd": balance, "unpriced_calls":
+            acc.sums.unpriced_calls, "level": level}
+
+
+def alerts(out: dict[str, Any], st: Settings, health: Health, unpriced_models: list[str],
+           over: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every alert that is not ok, critical first."""
+    found: list[dict[str, Any]] = []
+
+    def add(id_: str, level: Level, title: str, message: str, value: Any, threshold: Any
+            ) -> None:
+        if level != "ok":
+            found.append({"id": id_, "level": level, "title": title, "message": message,
+                          "value": value, "threshold": threshold})
+
+    b, c, bal = out["budget"], out["capacity"], out["balance"]
+    if b["ratio"] is not None:
+        add("budget", b["level"], "Monthly budget",
+            f"${b['spent_usd']:.2f} of ${b['monthly_usd']:.2f} spent this month "
+            f"({b['ratio']:.0%})", b["ratio"],
+            st.critical_ratio if b["level"] == "critical" else st.warn_ratio)
+        proj = b["projected_month_usd"]
+        if proj is not None and proj > b["monthly_usd"] and b["level"] != "critical":
+            add("budget_projection", "warning", "Projected overrun",
+                f"at this pace the month ends at ${proj:.2f}, over the ${b['monthly_usd']:.2f} "
+                "budget", proj, b["monthly_usd"])
+    if c["used_ratio"] is not None:
+        eta = c["hours_to_exhaustion"]
+        tail = f"; ~{eta:.0f} h left at the last {c['burn_window_hours']:g} h's pace" \
+            if eta is not None and c["left_tokens"] else ""
+        add("capacity", c["level"], "Weekly capacity",
+            f"{c['used_ratio']:.0%} of the weekly capacity used in the last 7 days{tail}",
+            c["used_ratio"], st.critical_ratio if c["level"] == "critical" else st.warn_ratio)
+    if bal["tracked"]:
+        add("balance", bal["level"], "Balance depleted" if bal["level"] == "critical"
+            else "Balance low", f"${bal['balance_usd']:.2f} left of ${bal['credit_usd']:.2f}",
+            bal["balance_usd"], 0 if bal["level"] == "critical" else st.balance_low_usd)
+    month = out["windows"]["month"]
+    if month["unpriced_calls"]:
+        add("unpriced", "warning", "Unpriced usage",
+            f"{month['unpriced_calls']} calls this month have no known price "
+            f"({', '.join(unpriced_models) or 'unknown models'}): their cost is not in the "
+            "totals; add [[prices]] to the config", month["unpriced_calls"], 0)
+    if over:
+        names = ", ".join(f"{s['agent']}/{s['session']}" for s in over[:3])
+        add("session_review", "warning", "Sessions to review",
+            f"{len(over)} session(s) above {st.session_review_tokens:,.0f} tokens: {names}",
+            len(over), st.session_review_tokens)
+    if health.bad_lines or health.unreadable:
+        add("bad_input", "warning", "Unreadable input",
+            f"{health.bad_lines} bad line(s), {health.unreadable} unreadable file(s); see "
+            "`usaged status`", health.bad_lines + health.unreadable, 0)
+    age = health.last_scan_age
+    if age is not None and age > 3 * health.scan_interval:
+        add("stale", "critical", "Data is stale",
+            f"no successful scan for {age / 60:.0f} min", age, 3 * health.scan_interval)
+    return sorted(found, key=lambda a: a["level"] != "critical")

@@ -1,0 +1,115 @@
+"""Shared line-level decoding for the sources: timestamps, token counts, dedup keys, JSON.
+
+Pure functions; each source module (usaged/sources/*.py) turns one line into a UsageEvent or a
+Skip reason with these helpers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+from typing import Any, TypeVar
+
+import msgspec
+
+from usaged.values import Skip
+
+T = TypeVar("T")
+
+
+def dedup_key(*parts: object) -> int:
+    """A stable signed 64-bit hash of the parts (fits SQLite's INTEGER PRIMARY KEY)."""
+    text = "\x1f".join("" if p is None else str(p) for p in parts)
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def decode_line(line: bytes, decoder: msgspec.json.Decoder[T]) -> T | Skip:
+    """Decode one complete line (without its newline) with a typed decoder.
+
+    Invalid UTF-8 inside an otherwise valid line is replaced, not fatal; a line that is not JSON,
+    or JSON that is not an object, is a bad line.
+    """
+    if not line.strip():
+        return Skip.BLANK
+    if line.startswith(b"\xef\xbb\xbf"):
+        line = line[3:]
+    try:
+        return decoder.decode(line)
+    except msgspec.ValidationError:
+        return _shape_of(line)
+    except msgspec.DecodeError:
+        pass
+    try:
+        repaired = line.decode("utf-8", "replace").encode("utf-8")
+    except UnicodeError:  # pragma: no cover - replace never raises
+        return Skip.BAD_UTF8
+    if repaired == line:
+        return Skip.BAD_JSON
+    try:
+        return decoder.decode(repaired)
+    except msgspec.ValidationError:
+        return _shape_of(repaired)
+    except msgspec.DecodeError:
+        return Skip.BAD_UTF8
+
+
+def _shape_of(line: bytes) -> Skip:
+    try:
+        value = msgspec.json.decode(line)
+    except msgspec.DecodeError:
+        return Skip.BAD_JSON
+    return Skip.NO_USAGE if isinstance(value, dict) else Skip.BAD_SHAPE
+
+
+def iso_to_epoch(value: Any) -> float | None:
+    """Seconds since the epoch for an ISO-8601 string with an offset (naive strings are UTC)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.timestamp()
+
+
+def ms_to_epoch(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value) or value <= 0:
+        return None
+    return float(value) / 1000.0
+
+
+def count(value: Any) -> int:
+    """A token count as recorded: missing, negative, non-numeric or non-finite values give 0."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return value if value > 0 else 0
+    if isinstance(value, float) and math.isfinite(value) and value > 0:
+        return int(value)
+    return 0
+
+
+def first_count(usage: dict[str, Any], *names: str) -> int:
+    for name in names:
+        if name in usage and usage[name] is not None:
+            return count(usage[name])
+    return 0
+
+
+def money(value: Any) -> float | None:
+    """A recorded USD amount: a finite number >= 0, else None (unknown)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value) or value < 0:
+        return None
+    return float(value)
+
+
+def text(value: Any, default: str = "") -> str:
+    return value if isinstance(value, str) and value else default
