@@ -19,13 +19,13 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from usaged.errors import StateError
-from usaged.values import FileCursor, FileIdentity, PricedEvent, Tokens
+from usaged.values import CostSource, FileCursor, FileIdentity, PricedEvent, Tokens
 
 SCHEMA_VERSION = 1
 QUARTER = 900  # seconds: every zone offset in use is a multiple of 15 minutes
@@ -437,6 +437,46 @@ class Ledger:
         return [(r[0], r[1]) for r in self.conn.execute(
             "SELECT path, error FROM files WHERE error IS NOT NULL ORDER BY path LIMIT ?",
             (limit,))]
+
+    def problems_for(self, path: str) -> str | None:
+        row = self.conn.execute("SELECT error FROM files WHERE path = ?", (path,)).fetchone()
+        return None if row is None else row[0]
+
+    # -- pricing changes and repairs -------------------------------------------------------
+
+    def reprice(self, cost_of: Callable[[str, str, Tokens], tuple[float | None, CostSource]]
+                ) -> int:
+        """Price again every event without a cost of its own (the price config changed)."""
+        changed = 0
+        with self.transaction():
+            rows = self.conn.execute(
+                "SELECT key, provider, model, input, output, cache_read, cache_write, "
+                "cache_write_1h, web_search, cost, cost_source FROM events "
+                "WHERE cost_source != 'line'").fetchall()
+            for r in rows:
+                cost, source = cost_of(r[1], r[2], Tokens(*r[3:9]))
+                if cost != r[9] or source != r[10]:
+                    changed += 1
+                    self.conn.execute("UPDATE events SET cost = ?, cost_source = ? WHERE key = ?",
+                                      (cost, source, r[0]))
+            if changed:
+                self._rebuild_aggregates()
+        return changed
+
+    def _rebuild_aggregates(self) -> None:
+        unpriced = "CASE WHEN cost IS NULL THEN input + output + cache_read + cache_write ELSE 0 END"
+        self.conn.execute("DELETE FROM buckets")
+        self.conn.execute("DELETE FROM sessions")
+        self.conn.execute(
+            "INSERT INTO buckets SELECT CASE WHEN ts IS NULL THEN ? ELSE CAST(ts / ? AS INTEGER) "
+            "END AS q, source, agent, provider, model, count(*), sum(input), sum(output), "
+            "sum(cache_read), sum(cache_write), total(cost), sum(cost IS NULL), "
+            f"sum({unpriced}) FROM events GROUP BY q, source, agent, provider, model",
+            (UNDATED_Q, QUARTER))
+        self.conn.execute(
+            "INSERT INTO sessions SELECT source, agent, session, count(*), sum(input), "
+            "sum(output), sum(cache_read), sum(cache_write), total(cost), sum(cost IS NULL), "
+            f"sum({unpriced}), max(ts) FROM events GROUP BY source, agent, session")
 
     # -- meta (heartbeat) ------------------------------------------------------------------
 

@@ -79,7 +79,8 @@ class OpenClawSource:
             rel[3])
 
     def watch_dirs(self, root: Path) -> list[Path]:
-        return [root]
+        agents = root / "agents"
+        return [agents] if agents.is_dir() else [root]
 
     def label(self, path: Path, root: Path) -> FileLabel:
         try:

@@ -1,0 +1,128 @@
+"""Shared fixtures: an isolated home, config factories, transcript-line factories, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+
+from usaged import cli
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+if not SHARED.exists():  # CI clones the repo beside a copy of shared/
+    SHARED = Path(os.environ.get("USAGED_SHARED", REPO.parent / "shared"))
+CORPUS = SHARED / "corpus"
+CASES = SHARED / "cases"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="run full-size soak tests")
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+                  ) -> Path:
+    """Every test gets its own HOME and XDG dirs: nothing touches the real home folder."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("XDG_STATE_HOME", "XDG_CONFIG_HOME"):
+        monkeypatch.setenv(var, str(home / var.lower()))
+    for var in ("OPENCLAW_STATE_DIR", "CLAWDBOT_STATE_DIR", "CLAUDE_CONFIG_DIR", "USAGED_CONFIG",
+                "USAGED_FAILPOINTS", "USAGED_IOFAIL"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    before = set(threading.enumerate())
+    yield
+    leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()
+              and not t.daemon]
+    assert not leaked, f"threads leaked: {leaked}"
+
+
+ConfigFactory = Callable[..., Path]
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> ConfigFactory:
+    """Write a config file: state in tmp_path/state, sources as given (others disabled)."""
+
+    def factory(openclaw: list[Path] | None = None, claude: list[Path] | None = None,
+                timezone: str = "UTC", **sections: Any) -> Path:
+        data: dict[str, Any] = {"timezone": timezone,
+                                "paths": {"state_dir": str(tmp_path / "state")}}
+        data["sources"] = {
+            "openclaw": {"enabled": openclaw is not None,
+                         "roots": [str(p) for p in openclaw or []]},
+            "claude_code": {"enabled": claude is not None,
+                            "roots": [str(p) for p in claude or []]},
+        }
+        for key, value in sections.items():
+            if key == "prices":
+                data["prices"] = value
+            else:
+                data.setdefault(key, {}).update(value)
+        path = tmp_path / "usaged.toml"
+        path.write_text(tomli_w.dumps(data))
+        return path
+
+    return factory
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """Run the CLI in-process: returns (exit code, stdout, stderr)."""
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        code = cli.main(["--log-format", "json", *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def usage_json(tmp_path: Path) -> dict[str, Any]:
+    return read_json(tmp_path / "state" / "dashboard" / "usage.json")
+
+
+_seq = iter(range(1, 1 << 30))
+
+
+def oc_line(*, input: int = 10, output: int = 20, cache_read: int = 0, cache_write: int = 0,
+            cost: float | None = 0.001, ts: str = "2026-01-15T12:00:00.000Z",
+            id: str | None = None, provider: str = "anthropic", model: str = "claude-opus-4-5",
+            ms: int | None = None) -> bytes:
+    """One OpenClaw assistant line with usage (newline-terminated)."""
+    n = next(_seq)
+    usage: dict[str, Any] = {"input": input, "output": output, "cacheRead": cache_read,
+                             "cacheWrite": cache_write,
+                             "totalTokens": input + output + cache_read + cache_write}
+    if cost is not None:
+        usage["cost"] = {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0,
+                         "total": cost}
+    line = {"type": "message", "id": id or f"{n:08x}", "parentId": None, "timestamp": ts,
+            "message": {"role": "assistant", "content": [{"type": "text", "text": "ok"}],
+                        "api": "anthropic-messages", "provider": provider, "model": model,
+                        "usage": usage, "stopReason": "stop",
+                        "timestamp": ms if ms is not None else 1768478400000 + n}}
+    return (json.dumps(line) + "\n").encode()
+
+
+def oc_session(root: Path, name: str = "s1.jsonl", agent: str = "main") -> Path:
+    folder = root / "agents" / agent / "sessions"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name

@@ -1,0 +1,145 @@
+"""The command line: argument parsing and the one error funnel.
+
+Exit codes (docs/cli.md): 0 done; 1 runtime failure; 2 bad usage or config;
+3 the daemon is not running (`usaged status` only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sqlite3
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from usaged import __version__, logs
+from usaged.config import Config, load
+from usaged.errors import EXIT_FAILURE, EXIT_USAGE, UsagedError, UsageError
+
+EPILOG = """\
+exit codes: 0 done, 1 failure, 2 bad usage or config, 3 daemon not running (status)
+config: --config FILE, else $USAGED_CONFIG, else ~/.config/usaged/usaged.toml
+docs: docs/cli.md, docs/configuration.md"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="usaged",
+        description="An exact, always-current usage dashboard for the AI agents you run "
+                    "(OpenClaw / Clawdbot, Claude Code).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"usaged {__version__}")
+    parser.add_argument("--config", metavar="FILE", help="config file (TOML)")
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"],
+                        help="log detail on stderr (default: info)")
+    parser.add_argument("--log-format", choices=["auto", "json", "console"], default="auto",
+                        help="JSON lines or readable text (default: JSON unless a terminal)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    scan = sub.add_parser(
+        "scan", help="bring the ledger up to date once, write the outputs, exit",
+        description="Read what was appended to the transcripts since the last scan, update "
+                    "the ledger, write usage.json and usage.html, print a one-line summary.")
+    scan.add_argument("--now", metavar="ISO",
+                      help="compute every window as of this instant (ISO-8601; without an "
+                           "offset it is read in the configured zone); later events are "
+                           "left out")
+    scan.set_defaults(func=cmd_scan)
+
+    run = sub.add_parser(
+        "run", help="run the daemon in the foreground (what launchd / systemd start)",
+        description="Watch the transcripts, keep the ledger current and rewrite the outputs "
+                    "within seconds of every change. Stops cleanly on SIGTERM / SIGINT.")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    fmt = None if args.log_format == "auto" else args.log_format == "json"
+    logs.configure(args.log_level, json=fmt)
+    try:
+        code: int = args.func(args)
+        return code
+    except UsagedError as exc:
+        print(f"usaged: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except sqlite3.DatabaseError as exc:
+        print(f"usaged: state database error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    config = load(args.config)
+    for warning in config.warnings:
+        print(f"usaged: warning: {warning}", file=sys.stderr)
+    return config
+
+
+def parse_now(raw: str | None, config: Config) -> dt.datetime | None:
+    if raw is None:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(raw)
+    except ValueError:
+        raise UsageError(f"--now: not an ISO-8601 date or time: {raw!r}") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=config.zone)
+    return value.astimezone(dt.UTC)
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from usaged import pipeline
+
+    config = load_config(args)
+    now = parse_now(args.now, config)
+    ledger = pipeline.open_ledger(config)
+    try:
+        ingestor = pipeline.Ingestor(config, ledger)
+        progress = _progress if sys.stderr.isatty() else None
+        counters = ingestor.scan_all(progress)
+        if progress:
+            print("\r\033[K", end="", file=sys.stderr)
+        moment = now or pipeline.now_utc()
+        daemon = {"state": "scan", "pid": os.getpid(), "watcher": None,
+                  "last_scan": moment.isoformat()}
+        doc = pipeline.build_document(config, ledger, moment, daemon)
+        json_path, html_path = pipeline.write_outputs(config, doc)
+    finally:
+        ledger.close()
+    month = doc["windows"]["month"]
+    unread = f", {len(counters.unreadable)} unreadable" if counters.unreadable else ""
+    print(f"scanned {counters.files_seen} files ({counters.files_read} read, "
+          f"{_size(counters.bytes_read)}): {counters.events_new} new events, "
+          f"{counters.bad_lines} bad lines{unread}; month {month['tokens']['total']:,} tokens, "
+          f"${month['cost_usd']:.2f}; wrote {json_path} and {html_path.name}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from usaged import daemon
+
+    return daemon.run(load_config(args), args.config)
+
+
+def _progress(i: int, n: int, path: str) -> None:
+    if i == n or i % 25 == 0:
+        print(f"\rscanning {i}/{n} files  {Path(path).name[:50]}\033[K", end="",
+              file=sys.stderr, flush=True)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"  # pragma: no cover

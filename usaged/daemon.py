@@ -1,0 +1,244 @@
+"""The daemon (`usaged run`): watch, ingest, reconcile, publish, in the foreground.
+
+One ingest loop owns the ledger; the observer thread only fills the inbox. Each turn of the
+loop: wait for a hint or a deadline -> ingest the hinted paths -> run the reconciliation scan
+when due -> supervise the watcher and the config file -> write the outputs when the debouncer
+says so. SIGTERM / SIGINT end the loop: pending work is committed, outputs written, exit 0.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import structlog
+
+from usaged import pipeline
+from usaged.config import Config, load, resolve_config_path
+from usaged.debounce import Debouncer
+from usaged.errors import AlreadyRunning, UsagedError
+from usaged.fsio import StateLock
+from usaged.ledger import Ledger
+from usaged.values import ScanCounters
+from usaged.watch import Inbox, Watcher
+
+log = structlog.get_logger("usaged")
+
+TICK = 2.0  # seconds between supervisor checks (watcher alive, roots, config file)
+HEARTBEAT_EVERY = 30.0
+WRITE_RETRY = 2.0
+
+
+def _iso(ts: float | None) -> str:
+    return "" if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).isoformat()
+
+
+@dataclass
+class Daemon:
+    config: Config
+    config_arg: str | None = None
+    stopping: threading.Event = field(default_factory=threading.Event)
+    inbox: Inbox = field(default_factory=Inbox)
+
+    def __post_init__(self) -> None:
+        self.lock = StateLock(self.config.state_dir / "usaged.lock")
+        self.started = time.time()
+        self.last_scan: float | None = None
+        self.last_write: float | None = None
+        self.last_beat = 0.0
+        self.config_error: str | None = None
+        self.config_stamp = self._config_stamp()
+        self.writes = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        if not self.lock.acquire():
+            raise AlreadyRunning(self.lock.holder_pid())
+        self._install_signals()
+        try:
+            self.ledger = pipeline.open_ledger(self.config)
+            try:
+                return self._serve()
+            finally:
+                self.ledger.close()
+        finally:
+            self.lock.release()
+
+    def _install_signals(self) -> None:
+        def stop(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal_received", signal=signal.Signals(signum).name)
+            self.stopping.set()
+            self.inbox.wake()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+    def _serve(self) -> int:
+        cfg = self.config
+        self.ingestor = pipeline.Ingestor(cfg, self.ledger)
+        self.debounce = Debouncer(float(cfg.get("daemon.debounce_quiet")),
+                                  float(cfg.get("daemon.debounce_max")),
+                                  float(cfg.get("daemon.min_interval")))
+        self.watcher = Watcher(cfg.get("daemon.watcher"), self.inbox)
+        self.watcher.start()
+        self.watcher.sync(self._wanted())
+        log.info("daemon_started", pid=os.getpid(), state_dir=str(cfg.state_dir),
+                 watcher=self.watcher.mode, roots=[str(r.path) for r in self.ingestor.roots()])
+        self._scan()
+        self._write()
+        try:
+            self._loop()
+        finally:
+            self.watcher.stop()
+            paths, _ = self.inbox.drain()
+            if paths:
+                self.ingestor.ingest_paths(paths)
+            self._write(state="stopped")
+            log.info("daemon_stopped", pid=os.getpid(), writes=self.writes)
+        return 0
+
+    def _loop(self) -> None:
+        scan_every = float(self.config.get("daemon.scan_interval"))
+        next_scan = time.monotonic() + scan_every
+        next_tick = time.monotonic() + TICK
+        while not self.stopping.is_set():
+            deadlines = [next_scan, next_tick]
+            if (due := self.debounce.due_at()) is not None:
+                deadlines.append(due)
+            self.inbox.wait(min(deadlines) - time.monotonic())
+            if self.stopping.is_set():
+                break
+            paths, rescan = self.inbox.drain()
+            if paths:
+                self._note(self.ingestor.ingest_paths(paths))
+            now = time.monotonic()
+            if rescan or now >= next_scan:
+                self._scan()
+                if now >= next_scan:
+                    self.debounce.change(now)  # windows move with time: refresh the outputs
+                scan_every = float(self.config.get("daemon.scan_interval"))
+                next_scan = now + scan_every
+            if now >= next_tick:
+                self._supervise()
+                next_tick = now + TICK
+            if self.debounce.due(time.monotonic()):
+                self._write()
+
+    # -- stages ----------------------------------------------------------------------------
+
+    def _note(self, counters: ScanCounters) -> None:
+        if counters.files_read or counters.unreadable:
+            self.debounce.change(time.monotonic())
+
+    def _scan(self) -> None:
+        counters = self.ingestor.scan_all()
+        self.last_scan = time.time()
+        self._note(counters)
+        if counters.files_read:
+            log.info("scan_done", files=counters.files_seen, read=counters.files_read,
+                     new_events=counters.events_new, bad_lines=counters.bad_lines)
+        self._heartbeat(force=True)
+
+    def _write(self, state: str = "running") -> None:
+        started = time.monotonic()
+        try:
+            doc = pipeline.build_document(self.config, self.ledger, pipeline.now_utc(),
+                                          self._daemon_info(state), self._scan_age())
+            json_path, _ = pipeline.write_outputs(self.config, doc)
+        except OSError as exc:
+            log.error("write_failed", reason=str(exc), retry_in=WRITE_RETRY)
+            self.debounce.failed(time.monotonic(), WRITE_RETRY)
+            return
+        self.debounce.wrote(time.monotonic())
+        self.last_write = time.time()
+        self.writes += 1
+        month = doc["windows"]["month"]
+        log.info("outputs_written", path=str(json_path), events=doc["daemon"]["events"],
+                 month_tokens=month["tokens"]["total"], month_cost_usd=round(month["cost_usd"], 6),
+                 alerts=len(doc["alerts"]), ms=round((time.monotonic() - started) * 1000, 1))
+        self._heartbeat(force=True, state=state)
+
+    def _scan_age(self) -> float | None:
+        return None if self.last_scan is None else time.time() - self.last_scan
+
+    def _daemon_info(self, state: str) -> dict[str, Any]:
+        return {"state": state, "pid": os.getpid(), "started_at": _iso(self.started),
+                "watcher": self.watcher.mode, "watcher_degraded": self.watcher.degraded,
+                "last_scan": _iso(self.last_scan), "config_error": self.config_error}
+
+    def _heartbeat(self, force: bool = False, state: str = "running") -> None:
+        now = time.time()
+        if not force and now - self.last_beat < HEARTBEAT_EVERY:
+            return
+        self.last_beat = now
+        self.ledger.set_meta({
+            "pid": str(os.getpid()), "state": state, "started_at": str(self.started),
+            "heartbeat_at": str(now), "last_scan": str(self.last_scan or ""),
+            "last_write": str(self.last_write or ""), "watcher": self.watcher.mode,
+            "watcher_degraded": str(int(self.watcher.degraded)),
+            "watcher_requested": self.watcher.requested,
+            "scan_interval": str(self.config.get("daemon.scan_interval")),
+            "config_error": self.config_error or "",
+            "price_table_date": self.ingestor.pricer.table.effective_date,
+        })
+
+    # -- supervision -----------------------------------------------------------------------
+
+    def _wanted(self) -> set[Path]:
+        return {d for r in self.ingestor.roots() for d in r.source.watch_dirs(r.path)}
+
+    def _supervise(self) -> None:
+        wanted = self._wanted()
+        if self.watcher.restart_if_dead(wanted) or self.watcher.sync(wanted):
+            self.inbox.request_rescan()
+        self._reload_config_if_changed()
+        self._heartbeat()
+
+    def _config_stamp(self) -> tuple[int, int] | None:
+        path, _ = resolve_config_path(self.config_arg, self.config.home)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def _reload_config_if_changed(self) -> None:
+        stamp = self._config_stamp()
+        if stamp == self.config_stamp:
+            return
+        self.config_stamp = stamp
+        try:
+            fresh = load(self.config_arg, self.config.home)
+        except UsagedError as exc:
+            self.config_error = str(exc)
+            log.error("config_invalid", error=str(exc), kept="the last good config")
+            self._heartbeat(force=True)
+            return
+        self.config_error = None
+        self.config = fresh
+        self.ingestor = pipeline.Ingestor(fresh, self.ledger)
+        self.debounce.quiet = float(fresh.get("daemon.debounce_quiet"))
+        self.debounce.max_wait = float(fresh.get("daemon.debounce_max"))
+        self.debounce.min_interval = float(fresh.get("daemon.min_interval"))
+        log.info("config_reloaded", path=str(fresh.path))
+        self.inbox.request_rescan()
+        self.debounce.change(time.monotonic())
+
+
+def run(config: Config, config_arg: str | None) -> int:
+    return Daemon(config, config_arg).run()
+
+
+def ledger_path(config: Config) -> Path:
+    return config.state_dir / pipeline.DB_NAME
+
+
+__all__ = ["Daemon", "Ledger", "ledger_path", "run"]
