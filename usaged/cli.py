@@ -16,7 +16,7 @@ from pathlib import Path
 
 from usaged import __version__, logs
 from usaged.config import Config, load
-from usaged.errors import EXIT_FAILURE, EXIT_USAGE, UsagedError, UsageError
+from usaged.errors import EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_USAGE, UsagedError, UsageError
 
 EPILOG = """\
 exit codes: 0 done, 1 failure, 2 bad usage or config, 3 daemon not running (status)
@@ -54,6 +54,41 @@ def build_parser() -> argparse.ArgumentParser:
         description="Watch the transcripts, keep the ledger current and rewrite the outputs "
                     "within seconds of every change. Stops cleanly on SIGTERM / SIGINT.")
     run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser(
+        "status", help="is the daemon running; how current are the figures; alerts",
+        description="Report on the daemon (from its lock and heartbeat) and the current "
+                    "figures, read from the ledger without scanning transcripts. Exit code 0 "
+                    "when the daemon runs, 3 when it does not, 1 when the state is unusable.")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+
+    conf = sub.add_parser("config", help="show or edit the config file",
+                          description="Show or edit the config file (TOML). `set` validates "
+                                      "the value; a running daemon picks changes up by itself.")
+    csub = conf.add_subparsers(dest="action", metavar="ACTION", required=True)
+    csub.add_parser("path", help="print the config file's path")
+    csub.add_parser("show", help="print the effective configuration, every key")
+    init = csub.add_parser("init", help="write the documented example config")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    cset = csub.add_parser("set", help="set KEY to VALUE (e.g. budget.monthly_usd 75)")
+    cset.add_argument("key")
+    cset.add_argument("value")
+    cunset = csub.add_parser("unset", help="remove KEY (back to its default)")
+    cunset.add_argument("key")
+    conf.set_defaults(func=cmd_config)
+
+    demo = sub.add_parser(
+        "demo", help="run the whole pipeline on bundled sample sessions, no set-up needed",
+        description="Copy bundled sample sessions into a temporary folder, run the daemon on "
+                    "them and simulate an agent appending a turn every few seconds. Prints the "
+                    "dashboard's path. Stops on Ctrl-C or after --duration seconds.")
+    demo.add_argument("--duration", type=float, metavar="SECONDS",
+                      help="stop after this many seconds (default: run until Ctrl-C)")
+    demo.add_argument("--interval", type=float, default=3.0, metavar="SECONDS",
+                      help="seconds between simulated agent turns (default: 3)")
+    demo.add_argument("--dir", metavar="FOLDER", help="work in this folder (kept afterwards)")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 
@@ -129,6 +164,48 @@ def cmd_run(args: argparse.Namespace) -> int:
     from usaged import daemon
 
     return daemon.run(load_config(args), args.config)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from usaged import status
+
+    report = status.gather(load_config(args))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(status.format_text(report))
+    return 0 if report["running"] else EXIT_NOT_RUNNING
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from usaged import configfile
+    from usaged.config import resolve_config_path
+
+    home = Path.home()
+    path, _ = resolve_config_path(args.config, home)
+    if args.action == "path":
+        print(path)
+    elif args.action == "show":
+        print(configfile.show(load_config(args)), end="")
+    elif args.action == "init":
+        configfile.init(path, args.force)
+        print(f"wrote {path}")
+    elif args.action == "set":
+        value = configfile.set_value(path, args.key, args.value, home)
+        print(f"{args.key} = {value!r} in {path}")
+    else:
+        removed = configfile.unset_value(path, args.key, home)
+        print(f"{args.key} {'removed from' if removed else 'was not set in'} {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from usaged import demo
+
+    folder = Path(args.dir) if args.dir else None
+    return demo.run(args.duration, args.interval, folder, sys.stdout)
 
 
 def _progress(i: int, n: int, path: str) -> None:

@@ -1,0 +1,109 @@
+"""Editing the config file: `usaged config path | show | init | set | unset`.
+
+Values are parsed as TOML (`75`, `0.9`, `"UTC"`, `["~/a", "~/b"]`; a bare word is a string),
+validated against config.SCHEMA, and the whole file is validated again before it is written
+(atomically, with tomli-w). Comments are not kept by `set` / `unset`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from usaged.config import Config, all_keys, from_mapping, validate_value
+from usaged.errors import ConfigError, UsageError
+from usaged.fsio import atomic_write
+
+
+def example_text() -> str:
+    return resources.files("usaged").joinpath("data/usaged.example.toml").read_text("utf-8")
+
+
+def init(path: Path, force: bool = False) -> None:
+    if path.exists() and not force:
+        raise UsageError(f"{path}: already exists (use --force to overwrite)")
+    atomic_write(path, example_text().encode(), 0o644)
+
+
+def parse_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), None, f"not valid TOML: {exc}") from None
+
+
+def _parts(key: str) -> list[str]:
+    known = all_keys()
+    if key not in known:
+        import difflib
+
+        hint = difflib.get_close_matches(key, list(known), n=1)
+        raise UsageError(f"unknown config key '{key}'"
+                         + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+    parts = key.split(".")
+    return ["sources", parts[1], parts[2]] if parts[0] == "sources" else parts
+
+
+def set_value(path: Path, key: str, raw: str, home: Path) -> Any:
+    parts = _parts(key)
+    value = validate_value(str(path), key, all_keys()[key], parse_value(raw))
+    data = _read(path)
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    _write(path, data, home)
+    return value
+
+
+def unset_value(path: Path, key: str, home: Path) -> bool:
+    parts = _parts(key)
+    data = _read(path)
+    node = data
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            return False
+        node = node[part]
+    if parts[-1] not in node:
+        return False
+    del node[parts[-1]]
+    _write(path, data, home)
+    return True
+
+
+def _write(path: Path, data: dict[str, Any], home: Path) -> None:
+    from_mapping(data, path, home)  # the whole file must stay valid
+    atomic_write(path, tomli_w.dumps(data).encode(), 0o644)
+
+
+def show(config: Config) -> str:
+    """The effective configuration, every key, with `# default` beside untouched ones."""
+    lines = [f"# config file: {config.path or '(none: all defaults)'}"]
+    section = None
+    for key, spec in all_keys().items():
+        head, _, name = key.rpartition(".")
+        if head != section:
+            section = head
+            lines.append(f"\n[{head}]" if head else "")
+        value = config.get(key)
+        shown = tomli_w.dumps({"v": value})[4:].strip() if value is not None else "(unset)"
+        mark = "  # default" if value == spec.default else ""
+        lines.append(f"{name} = {shown}{mark}")
+    for p in config.prices:
+        lines.append(f"\n[[prices]]\nprovider = {p.provider!r}\nmodel = {p.model!r}")
+        lines.extend(f"{k} = {v}" for k, v in p.rates.items() if v is not None)
+    return "\n".join(lines).lstrip("\n") + "\n"
