@@ -126,3 +126,21 @@ def oc_session(root: Path, name: str = "s1.jsonl", agent: str = "main") -> Path:
     folder = root / "agents" / agent / "sessions"
     folder.mkdir(parents=True, exist_ok=True)
     return folder / name
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Start `python -m usaged run` subprocesses; every one is killed at the end of the test."""
+    from harness import DaemonProc
+
+    started: list[DaemonProc] = []
+
+    def start(config: Path, env: dict[str, str] | None = None, wait_ready: bool = True
+              ) -> DaemonProc:
+        proc = DaemonProc(config, tmp_path / "state" / "dashboard" / "usage.json", env)
+        started.append(proc)
+        return proc.start(wait_ready)
+
+    yield start
+    for proc in started:
+        proc.cleanup()

@@ -89,6 +89,35 @@ def build_parser() -> argparse.ArgumentParser:
                       help="seconds between simulated agent turns (default: 3)")
     demo.add_argument("--dir", metavar="FOLDER", help="work in this folder (kept afterwards)")
     demo.set_defaults(func=cmd_demo)
+
+    install = sub.add_parser(
+        "install", help="run usaged as a service (launchd agent on macOS, systemd --user unit "
+                        "on Linux)",
+        description="Write the launchd plist (or systemd user unit) for this interpreter and "
+                    "load it. Idempotent. --dry-run prints the file and the exact commands and "
+                    "changes nothing.")
+    install.add_argument("--kind", choices=["launchd", "systemd"],
+                         help="service manager (default: launchd on macOS, systemd elsewhere)")
+    install.add_argument("--dry-run", action="store_true", help="print, change nothing")
+    install.set_defaults(func=cmd_install)
+    uninstall = sub.add_parser(
+        "uninstall", help="stop and remove the service (state and outputs are kept)",
+        description="Stop and remove the service. The ledger and the dashboard are kept "
+                    "unless --purge is given.")
+    uninstall.add_argument("--kind", choices=["launchd", "systemd"],
+                           help="service manager (default: by platform)")
+    uninstall.add_argument("--purge", action="store_true",
+                           help="also delete the state folder and the outputs")
+    uninstall.add_argument("--dry-run", action="store_true", help="print, change nothing")
+    uninstall.set_defaults(func=cmd_uninstall)
+    doctor = sub.add_parser(
+        "doctor", help="check the installation and explain what is wrong",
+        description="Check the service file's interpreter, the source folders (and Full Disk "
+                    "Access on macOS), the state and output folders, the config, whether the "
+                    "service is loaded, and inotify limits on Linux. Exit 1 if a check fails.")
+    doctor.add_argument("--kind", choices=["launchd", "systemd"],
+                        help="service manager (default: by platform)")
+    doctor.set_defaults(func=cmd_doctor)
     return parser
 
 
@@ -140,6 +169,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
     ledger = pipeline.open_ledger(config)
     try:
         ingestor = pipeline.Ingestor(config, ledger)
+        for root in ingestor.roots():
+            if not root.path.is_dir():
+                print(f"usaged: warning: {root.source.name} folder not found: {root.path} "
+                      "(nothing read from it)", file=sys.stderr)
         progress = _progress if sys.stderr.isatty() else None
         counters = ingestor.scan_all(progress)
         if progress:
@@ -206,6 +239,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     folder = Path(args.dir) if args.dir else None
     return demo.run(args.duration, args.interval, folder, sys.stdout)
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    from usaged import service
+    from usaged.config import resolve_config_path
+
+    config = load_config(args)
+    path, explicit = resolve_config_path(args.config, config.home)
+    result = service.install(config, service.SubprocessRunner(), kind=args.kind,
+                             dry_run=args.dry_run,
+                             config_path=path.resolve() if explicit else None)
+    print(result.report())
+    return 0
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    from usaged import service
+
+    result = service.uninstall(load_config(args), service.SubprocessRunner(), kind=args.kind,
+                               purge=args.purge, dry_run=args.dry_run)
+    print(result.report())
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from usaged import doctor, service
+    from usaged.sources import enabled_sources
+
+    try:
+        config: Config | UsagedError = load_config(args)
+    except UsagedError as exc:
+        config = exc
+    roots = [] if not isinstance(config, Config) else [
+        (src.name, root) for src in enabled_sources(config)
+        for root in src.roots(config, os.environ)]
+    checks = doctor.doctor(config, service.SubprocessRunner(), roots=roots, kind=args.kind)
+    print(doctor.format_checks(checks))
+    return EXIT_FAILURE if doctor.worst(checks) == "fail" else 0
 
 
 def _progress(i: int, n: int, path: str) -> None:

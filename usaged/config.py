@@ -64,6 +64,8 @@ def _mode(v: Any) -> str | None:
 
 
 def _date(v: Any) -> str | None:
+    if isinstance(v, dt.datetime):  # a TOML date-time: only the date is meant
+        return "must be a date (YYYY-MM-DD), not a date and time"
     if isinstance(v, dt.date):
         return None
     try:
@@ -142,8 +144,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "critical_ratio": Key(NUM, 1.0, "critical when a ratio reaches this", _ratio),
         "balance_low_usd": Key(NUM, 10.0, "balance warning below this; critical at or below 0",
                                _non_negative),
-        "session_review_tokens": Key(NUM, 10_000_000, "flag sessions above this many tokens",
-                                     _positive),
+        "session_review_tokens": Key(NUM, 10_000_000, "flag sessions that reach this many "
+                                     "tokens (all time)", _positive),
     },
 }
 
@@ -278,8 +280,10 @@ def load(cli_path: str | None = None, home: Path | None = None) -> Config:
             data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), None, f"not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), None, "not valid TOML: not UTF-8 text") from None
     except OSError as exc:
-        raise ConfigError(str(path), None, f"cannot read: {exc.strerror}") from None
+        raise ConfigError(str(path), None, f"cannot read: {exc.strerror or exc}") from None
     return from_mapping(data, path, home)
 
 
@@ -287,7 +291,7 @@ def from_mapping(data: Mapping[str, Any], path: Path | None, home: Path) -> Conf
     where = str(path) if path else "<defaults>"
     values: dict[str, Any] = {}
     warnings: list[str] = []
-    flat = _flatten(data, warnings)
+    flat = _flatten(data, where)
     known = all_keys()
     for name, value in flat.items():
         if name not in known:
@@ -298,17 +302,23 @@ def from_mapping(data: Mapping[str, Any], path: Path | None, home: Path) -> Conf
         values[name] = validate_value(where, name, known[name], value)
     for name, spec in known.items():
         values.setdefault(name, spec.default)
-    _check_relations(where, values)
-    prices = tuple(_price(where, i, raw) for i, raw in enumerate(data.get("prices", [])))
+    _check_relations(where, values, warnings)
+    raw_prices = data.get("prices", [])
+    if not isinstance(raw_prices, list):
+        raise ConfigError(where, "prices", "must be an array of tables, written [[prices]]")
+    prices = tuple(_price(where, i, raw) for i, raw in enumerate(raw_prices))
     return Config(path=path, values=values, prices=prices, warnings=tuple(warnings), home=home)
 
 
-def _flatten(data: Mapping[str, Any], warnings: list[str]) -> dict[str, Any]:
+def _flatten(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for top, value in data.items():
         if top == "prices":
             continue
-        if top in SCHEMA and isinstance(value, dict):
+        if top in SCHEMA and top:
+            if not isinstance(value, dict):
+                raise ConfigError(where, top, f"must be a table ([{top}] with keys such as "
+                                  f"{next(iter(SCHEMA[top]))}), got {_describe(value)}")
             flat.update({f"{top}.{k}": v for k, v in value.items()})
         elif top == "sources" and isinstance(value, dict):
             for src, sub in value.items():
@@ -316,6 +326,8 @@ def _flatten(data: Mapping[str, Any], warnings: list[str]) -> dict[str, Any]:
                     flat.update({f"sources.{src}.{k}": v for k, v in sub.items()})
                 else:
                     flat[f"sources.{src}"] = sub
+        elif isinstance(value, dict) and value:  # an unknown table: hint at its keys
+            flat.update({f"{top}.{k}": v for k, v in value.items()})
         else:
             flat[top] = value
     return flat
@@ -338,15 +350,19 @@ def validate_value(where: str, name: str, spec: Key, value: Any) -> Any:
     return value
 
 
-def _check_relations(where: str, values: dict[str, Any]) -> None:
+def _check_relations(where: str, values: dict[str, Any], warnings: list[str]) -> None:
     if values["alerts.warn_ratio"] > values["alerts.critical_ratio"]:
         raise ConfigError(where, "alerts.warn_ratio", "must not be above alerts.critical_ratio")
     if values["daemon.debounce_quiet"] > values["daemon.debounce_max"]:
         raise ConfigError(where, "daemon.debounce_quiet", "must not be above daemon.debounce_max")
-    if (values["balance.credit_usd"] is None) != (values["balance.since"] is None):
-        missing = "since" if values["balance.since"] is None else "credit_usd"
-        raise ConfigError(where, f"balance.{missing}",
-                          "balance needs both credit_usd and since (or neither)")
+    # A credit without its date cannot be tracked: an error. A date alone is harmless (the
+    # balance stays untracked), so `usaged config set` can add the two keys one at a time.
+    if values["balance.credit_usd"] is not None and values["balance.since"] is None:
+        raise ConfigError(where, "balance.since", "required when balance.credit_usd is set "
+                          "(the date the credit was loaded, YYYY-MM-DD)")
+    if values["balance.since"] is not None and values["balance.credit_usd"] is None:
+        warnings.append(f"{where}: balance.since is set but balance.credit_usd is not; the "
+                        "balance is not tracked")
 
 
 def _price(where: str, index: int, raw: Any) -> PriceOverride:

@@ -7,6 +7,7 @@ validated against config.SCHEMA, and the whole file is validated again before it
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -29,7 +30,14 @@ def init(path: Path, force: bool = False) -> None:
     atomic_write(path, example_text().encode(), 0o644)
 
 
-def parse_value(raw: str) -> Any:
+def parse_value(raw: str, kind: type | tuple[type, ...] = ()) -> Any:
+    """`raw` read as a TOML value; a bare word, or anything given for a text-only key, as text."""
+    if kind is str:  # `output.file_mode 0644`, `output.json_name 2026.json` mean the text
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            return raw
+        return value if isinstance(value, str) else raw
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
@@ -44,13 +52,15 @@ def _read(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), None, f"not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), None, "not valid TOML: not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(str(path), None, f"cannot read: {exc.strerror or exc}") from None
 
 
 def _parts(key: str) -> list[str]:
     known = all_keys()
     if key not in known:
-        import difflib
-
         hint = difflib.get_close_matches(key, list(known), n=1)
         raise UsageError(f"unknown config key '{key}'"
                          + (f" (did you mean '{hint[0]}'?)" if hint else ""))
@@ -60,11 +70,15 @@ def _parts(key: str) -> list[str]:
 
 def set_value(path: Path, key: str, raw: str, home: Path) -> Any:
     parts = _parts(key)
-    value = validate_value(str(path), key, all_keys()[key], parse_value(raw))
+    spec = all_keys()[key]
+    value = validate_value(str(path), key, spec, parse_value(raw, spec.kind))
     data = _read(path)
     node = data
-    for part in parts[:-1]:
+    for i, part in enumerate(parts[:-1]):
         node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(str(path), ".".join(parts[: i + 1]),
+                              "is not a table in the file; fix it by hand first")
     node[parts[-1]] = value
     _write(path, data, home)
     return value

@@ -221,6 +221,7 @@ class Daemon:
             self.config_error = str(exc)
             log.error("config_invalid", error=str(exc), kept="the last good config")
             self._heartbeat(force=True)
+            self.debounce.change(time.monotonic())  # the outputs show the error too
             return
         self.config_error = None
         self.config = fresh

@@ -10,7 +10,9 @@ Tables (schema version in PRAGMA user_version, see docs/state.md):
 
 A batch of events and the new offset of the file they came from commit in ONE transaction:
 a crash at any point neither loses nor double-counts. Spend is never taken back: nothing here
-deletes events when their file shrinks, moves or disappears.
+deletes events when their file shrinks, moves or disappears. Corrections made by the dedup rules
+(a larger snapshot of a key; a Claude Code sidechain replay recognised when its parent row
+arrives) change the events themselves, and the running sums move with them.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from usaged.errors import StateError
-from usaged.values import CostSource, FileCursor, FileIdentity, PricedEvent, Tokens
+from usaged.values import CostSource, FileCursor, FileIdentity, PricedEvent, Tokens, UsageEvent
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 QUARTER = 900  # seconds: every zone offset in use is a multiple of 15 minutes
 UNDATED_Q = -(1 << 62)  # bucket of events without a usable timestamp (all-time only)
 
@@ -67,7 +70,11 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
 
 # Migrations: MIGRATIONS[n] brings a database from version n to n + 1.
-MIGRATIONS: dict[int, str] = {0: _DDL}
+MIGRATIONS: dict[int, str] = {
+    0: _DDL,
+    # v2: find the events of a Claude Code message id (sidechain replays) without a full scan.
+    1: "CREATE INDEX events_msg_id ON events (msg_id) WHERE msg_id IS NOT NULL",
+}
 
 _EVENT_COLS = ("key, source, ts, agent, session, provider, model, input, output, cache_read, "
                "cache_write, cache_write_1h, web_search, cost, cost_source, line_cost, msg_id, "
@@ -159,6 +166,7 @@ class CommitResult:
     new: int
     dup: int
     upgraded: int
+    replays_removed: int = 0  # counted sidechain replays taken out when their parent arrived
 
 
 def quarter(ts: float | None) -> int:
@@ -285,12 +293,15 @@ class Ledger:
         The largest snapshot of a key wins (on a tie, the earliest timestamp); a larger one
         arriving later replaces the row and the running sums move by the difference only.
         """
-        new = dup = upgraded = 0
+        new = dup = upgraded = removed = 0
         deltas: dict[tuple[int, str, str, str, str], Sums] = {}
         sdeltas: dict[tuple[str, str, str], tuple[Sums, float | None]] = {}
         with self.transaction():
             for priced in events:
                 ev = priced.event
+                if ev.sidechain and self._is_replay(ev):
+                    dup += 1
+                    continue
                 old = self.conn.execute(
                     "SELECT ts, source, agent, session, provider, model, input, output, "
                     "cache_read, cache_write, cost FROM events WHERE key = ?", (ev.key,)
@@ -303,11 +314,7 @@ class Ledger:
                     if not (bigger or earlier):
                         dup += 1
                         continue
-                    old_sums = Sums(1, old[6], old[7], old[8], old[9], old[10] or 0.0,
-                                    0 if old[10] is not None else 1,
-                                    0 if old[10] is not None else old_total)
-                    _add(deltas, (quarter(old[0]), old[1], old[2], old[4], old[5]), -old_sums)
-                    _add_session(sdeltas, (old[1], old[2], old[3]), -old_sums, None)
+                    _subtract(deltas, sdeltas, old)
                     upgraded += 1
                 else:
                     new += 1
@@ -322,9 +329,49 @@ class Ledger:
                 sums = Sums.of(ev.tokens, priced.cost)
                 _add(deltas, (quarter(ev.ts), ev.source, ev.agent, ev.provider, ev.model), sums)
                 _add_session(sdeltas, (ev.source, ev.agent, ev.session), sums, ev.ts)
+                if not ev.sidechain and ev.msg_id and ev.request_id:
+                    removed += self._remove_replays_of(ev, deltas, sdeltas)
             self._apply(deltas, sdeltas)
+            if upgraded or removed:
+                self._drop_empty(deltas, sdeltas)
             self._store_cursor(cursor, new + upgraded, reset)
-        return CommitResult(new=new, dup=dup, upgraded=upgraded)
+        return CommitResult(new=new, dup=dup, upgraded=upgraded, replays_removed=removed)
+
+    # Claude Code rule 4: a sidechain row whose message id exists on a main-chain row under a
+    # different request id is a replay (a side question re-sending a parent message).
+
+    def _is_replay(self, ev: UsageEvent) -> bool:
+        if not ev.msg_id or not ev.request_id:
+            return False
+        return self.conn.execute(
+            "SELECT 1 FROM events WHERE msg_id = ? AND source = ? AND request_id IS NOT NULL "
+            "AND request_id != ? AND sidechain = 0 LIMIT 1",
+            (ev.msg_id, ev.source, ev.request_id)).fetchone() is not None
+
+    def _remove_replays_of(self, parent: UsageEvent,
+                           deltas: dict[tuple[int, str, str, str, str], Sums],
+                           sdeltas: dict[tuple[str, str, str], tuple[Sums, float | None]]
+                           ) -> int:
+        """Take out sidechain replays of `parent` counted before it arrived."""
+        rows = self.conn.execute(
+            "SELECT ts, source, agent, session, provider, model, input, output, cache_read, "
+            "cache_write, cost, key FROM events WHERE msg_id = ? AND source = ? "
+            "AND request_id IS NOT NULL AND request_id != ? AND sidechain = 1",
+            (parent.msg_id, parent.source, parent.request_id)).fetchall()
+        for row in rows:
+            _subtract(deltas, sdeltas, row)
+            self.conn.execute("DELETE FROM events WHERE key = ?", (row[11],))
+        return len(rows)
+
+    def _drop_empty(self, deltas: dict[tuple[int, str, str, str, str], Sums],
+                    sdeltas: dict[tuple[str, str, str], tuple[Sums, float | None]]) -> None:
+        """Bucket and session rows left without calls by a correction hold nothing: drop them."""
+        self.conn.executemany(
+            "DELETE FROM buckets WHERE q = ? AND source = ? AND agent = ? AND provider = ? "
+            "AND model = ? AND calls <= 0", list(deltas))
+        self.conn.executemany(
+            "DELETE FROM sessions WHERE source = ? AND agent = ? AND session = ? AND calls <= 0",
+            list(sdeltas))
 
     def _store_cursor(self, c: FileCursor, counted: int, reset: bool) -> None:
         ident = c.identity
@@ -511,6 +558,19 @@ def _gone(path: str, dev: int, ino: int) -> bool:
     except OSError:
         return True
     return (st.st_dev, st.st_ino) != (dev, ino)
+
+
+def _subtract(deltas: dict[tuple[int, str, str, str, str], Sums],
+              sdeltas: dict[tuple[str, str, str], tuple[Sums, float | None]],
+              row: Sequence[Any]) -> None:
+    """Move the running sums back by one stored event (ts, source, agent, session, provider,
+    model, input, output, cache_read, cache_write, cost, ...)."""
+    total = row[6] + row[7] + row[8] + row[9]
+    priced = row[10] is not None
+    sums = Sums(1, row[6], row[7], row[8], row[9], row[10] or 0.0, 0 if priced else 1,
+                0 if priced else total)
+    _add(deltas, (quarter(row[0]), row[1], row[2], row[4], row[5]), -sums)
+    _add_session(sdeltas, (row[1], row[2], row[3]), -sums, None)
 
 
 def _add(d: dict[tuple[int, str, str, str, str], Sums],

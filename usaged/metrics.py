@@ -88,6 +88,7 @@ def cut_points(settings: Settings, now: float) -> list[float]:
 
 
 def windows(now: dt.datetime, zone: ZoneInfo) -> dict[str, Window]:
+    now = now.astimezone(dt.UTC)  # arithmetic on an aware local time would be wall-clock time
     local = now.astimezone(zone)
     midnight = _midnight(local.date(), zone)
     week_start = _midnight(local.date() - dt.timedelta(days=local.weekday()), zone)
@@ -114,6 +115,7 @@ def _midnight(day: dt.date, zone: ZoneInfo) -> dt.datetime:
 def compute(snap: Snapshot, settings: Settings, health: Health, now: dt.datetime
             ) -> dict[str, Any]:
     """All figures of usage.json except `generated_at` and daemon state (added by render)."""
+    now = now.astimezone(dt.UTC)
     zone = settings.zone
     wins = windows(now, zone)
     accs = {name: _Acc() for name in wins}
@@ -239,8 +241,10 @@ def _budget(st: Settings, month: _Acc, win: Window, now: dt.datetime) -> dict[st
     local = win.start.astimezone(st.zone)
     next_month = (local.date().replace(day=28) + dt.timedelta(days=4)).replace(day=1)
     month_end = _midnight(next_month, st.zone)
-    elapsed = (now - win.start).total_seconds()
-    length = (month_end - win.start).total_seconds()
+    # Real seconds (timestamps): subtracting two datetimes of the same zone would count wall-clock
+    # time and get a month with a DST change an hour wrong.
+    elapsed = now.timestamp() - win.start.timestamp()
+    length = month_end.timestamp() - win.start.timestamp()
     projected = spent * length / elapsed if elapsed >= PROJECTION_MIN_HOURS * 3600 else None
     ratio = spent / st.monthly_usd
     return {"monthly_usd": st.monthly_usd, "spent_usd": spent, "ratio": ratio,

@@ -7,8 +7,10 @@ read-only and no transcript is read.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
+from pathlib import Path
 from typing import Any
 
 from usaged import pipeline
@@ -37,7 +39,8 @@ def gather(config: Config) -> dict[str, Any]:
                               "state_dir": str(config.state_dir), "database": str(db),
                               "config": str(config.path) if config.path else None}
     if not db.exists():
-        report.update(state="never started" if not running else "starting", pid=None)
+        report.update(state="never started" if not running else "starting",
+                      pid=lock.holder_pid() if running else None)
         return report
     ledger = Ledger.open_readonly(db)
     try:
@@ -64,7 +67,7 @@ def gather(config: Config) -> dict[str, Any]:
         "lag_seconds": (now - last_write) if last_write else None,
         "files": stats["files"], "files_gone": stats["gone"], "events": stats["events"],
         "bad_lines": stats["bad_lines"], "unreadable_files": stats["unreadable"],
-        "database_bytes": sum(p.stat().st_size for p in db.parent.glob(db.name + "*")),
+        "database_bytes": _db_bytes(db),
         "price_table": meta.get("price_table_date"),
         "config_error": meta.get("config_error") or None,
         "week": doc["windows"]["week"], "last_7_days": doc["windows"]["last_7_days"],
@@ -75,6 +78,15 @@ def gather(config: Config) -> dict[str, Any]:
     if not running:
         report["state"] = "stopped"
     return report
+
+
+def _db_bytes(db: Path) -> int:
+    """The database with its WAL and shared-memory files (not the `.broken-*` ones set aside)."""
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            total += Path(f"{db}{suffix}").stat().st_size
+    return total
 
 
 def _ago(seconds: float | None) -> str:
@@ -105,11 +117,15 @@ def format_text(r: dict[str, Any]) -> str:
     if r["state"] == "never started":
         return (f"usaged: not running (never started here)\nstate:   {r['state_dir']} "
                 "(no ledger yet)\nstart it with `usaged run`, or `usaged install` for a service")
+    if r["state"] == "starting":  # the lock is held but the ledger is not created yet
+        return (f"usaged: starting (pid {r['pid'] or 'unknown'}); no ledger yet in "
+                f"{r['state_dir']}")
     lines = []
     if r["running"]:
         up = r["uptime_seconds"] or 0
+        degraded = " (DEGRADED: events off, scanning)" if r["watcher_degraded"] else ""
         lines.append(f"usaged: running (pid {r['pid']}, up {_ago(up)[:-4]}), watcher "
-                     f"{r['watcher']}{' (DEGRADED: events off, scanning)' if r['watcher_degraded'] else ''}")
+                     f"{r['watcher']}{degraded}")
     else:
         lines.append(f"usaged: stopped (last seen {r['last_seen'] or 'never'}, "
                      f"{_ago(_since(r['last_seen']))})")
