@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import shutil
 import sqlite3
@@ -10,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import CASES, read_json, usage_json
+
 from usaged.pricing import normalise_model
 
 CLAUDE = CASES / "claude-code"
@@ -172,11 +173,12 @@ def test_huge_lines_case_at_reduced_size(tmp_path: Path, make_config: Any, run: 
     chunk = "y" * (1 << 20)
     with (project / "dddddddd-dddd-4ddd-8ddd-dddddddddddd.jsonl").open("w") as fh:
         for i in range(24):
-            fh.write('{"type": "file-history-snapshot", "messageId": "m%d", "snapshot": '
-                     '{"trackedFileBackups": {"f": {"content": "%s"}}}}\n' % (i, chunk))
+            fh.write(json.dumps({"type": "file-history-snapshot", "messageId": f"m{i}",
+                                 "snapshot": {"trackedFileBackups": {"f": {"content": chunk}}}})
+                     + "\n")
     with (project / "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa.jsonl").open("a") as fh:
-        fh.write('{"type": "user", "message": {"role": "user", "content": [{"type": '
-                 '"tool_result", "content": "%s"}]}}\n' % ("z" * (4 << 20)))
+        fh.write(json.dumps({"type": "user", "message": {"role": "user", "content": [
+            {"type": "tool_result", "content": "z" * (4 << 20)}]}}) + "\n")
     scan(run, make_config, big)
     doc = usage_json(tmp_path)
     check(doc, expected, "08 big")

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import usage_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import usage_json
 from usaged import config as config_mod
 from usaged.ledger import MIGRATIONS, SCHEMA_VERSION, Ledger
 from usaged.pricing import make_pricer
