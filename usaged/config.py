@@ -13,7 +13,7 @@ import os
 import sys
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -72,6 +72,13 @@ def _date(v: Any) -> str | None:
         dt.date.fromisoformat(v)
     except ValueError:
         return "must be a date written YYYY-MM-DD"
+    return None
+
+
+def _listen(v: Any) -> str | None:
+    host, sep, port = v.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return "must be HOST:PORT, for example '127.0.0.1:9464'"
     return None
 
 
@@ -146,6 +153,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                _non_negative),
         "session_review_tokens": Key(NUM, 10_000_000, "flag sessions that reach this many "
                                      "tokens (all time)", _positive),
+    },
+    "prometheus": {
+        "textfile": Key(str, None, "write Prometheus metrics to this file (node_exporter's "
+                        "textfile collector) with every output write; off when unset"),
+        "listen": Key(str, None, "serve /metrics on this HOST:PORT (e.g. '127.0.0.1:9464'); "
+                      "off when unset", _listen),
+        "host": Key(str, None, "the `host` label on every metric; default: the host name"),
     },
 }
 
@@ -275,16 +289,66 @@ def load(cli_path: str | None = None, home: Path | None = None) -> Config:
         if explicit:
             raise ConfigError(str(path), None, "file not found")
         return from_mapping({}, None, home)
+    return from_mapping(read_toml(path), path, home)
+
+
+def load_lenient(cli_path: str | None = None, home: Path | None = None) -> Config:
+    """Like `load`, but an invalid value falls back to its default and becomes a warning.
+
+    For read-only reports (`usaged status`) that must still work while the file holds a
+    mistake. A file that is missing (when named), unreadable or not TOML still raises.
+    """
+    home = home or Path.home()
+    try:
+        return load(cli_path, home)
+    except ConfigError as exc:
+        if exc.key is None:
+            raise
+    path, _ = resolve_config_path(cli_path, home)
+    data = read_toml(path)
+    dropped: list[str] = []
+    for _ in range(4 * len(all_keys())):
+        try:
+            config = from_mapping(data, path, home)
+        except ConfigError as exc:
+            if exc.key is None or not _drop(data, exc.key):
+                raise
+            dropped.append(f"{exc} (using the default)")
+            continue
+        return replace(config, warnings=(*dropped, *config.warnings))
+    return from_mapping(data, path, home)  # pragma: no cover - every pass drops a key
+
+
+def _drop(data: dict[str, Any], key: str) -> bool:
+    """Remove the value behind an invalid `key` (or its whole table) from raw TOML data."""
+    if key.startswith("prices"):
+        return data.pop("prices", None) is not None
+    parts = key.split(".")
+    if parts[0] == "sources" and len(parts) == 3:
+        parts = ["sources", parts[1], parts[2]]
+    node: Any = data
+    for part in parts[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict) and parts[-1] in node:
+        del node[parts[-1]]
+        return True
+    table = data.get(parts[0]) if len(parts) > 1 else None
+    if table is not None:
+        del data[parts[0]]
+        return True
+    return False
+
+
+def read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), None, f"not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(str(path), None, "not valid TOML: not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(str(path), None, f"cannot read: {exc.strerror or exc}") from None
-    return from_mapping(data, path, home)
 
 
 def from_mapping(data: Mapping[str, Any], path: Path | None, home: Path) -> Config:

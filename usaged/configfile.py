@@ -15,7 +15,7 @@ from typing import Any
 
 import tomli_w
 
-from usaged.config import Config, all_keys, from_mapping, validate_value
+from usaged.config import Config, all_keys, from_mapping, read_toml, validate_value
 from usaged.errors import ConfigError, UsageError
 from usaged.fsio import atomic_write
 
@@ -45,17 +45,7 @@ def parse_value(raw: str, kind: type | tuple[type, ...] = ()) -> Any:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), None, f"not valid TOML: {exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(str(path), None, "not valid TOML: not UTF-8 text") from None
-    except OSError as exc:
-        raise ConfigError(str(path), None, f"cannot read: {exc.strerror or exc}") from None
+    return read_toml(path) if path.exists() else {}
 
 
 def _parts(key: str) -> list[str]:

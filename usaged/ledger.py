@@ -110,9 +110,10 @@ class Sums:
 
     @staticmethod
     def of(tokens: Tokens, cost: float | None) -> Sums:
-        priced = cost is not None
-        return Sums(1, tokens.input, tokens.output, tokens.cache_read, tokens.cache_write,
-                    cost if priced else 0.0, 0 if priced else 1, 0 if priced else tokens.total)
+        if cost is None:
+            return Sums(1, tokens.input, tokens.output, tokens.cache_read, tokens.cache_write,
+                        0.0, 1, tokens.total)
+        return Sums(1, tokens.input, tokens.output, tokens.cache_read, tokens.cache_write, cost)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,9 +210,9 @@ class Ledger:
             conn.execute("SELECT count(*) FROM meta").fetchone()
         except sqlite3.DatabaseError as exc:
             raise StateError(f"{path}: not a usable usaged state database ({exc})") from None
-        if version != SCHEMA_VERSION:
+        if not 1 <= version <= SCHEMA_VERSION:  # older versions hold every column read here
             raise StateError(f"{path}: state schema version {version}, this usaged reads "
-                             f"{SCHEMA_VERSION}")
+                             f"versions 1 to {SCHEMA_VERSION}")
         return cls(conn, path)
 
     def _migrate(self) -> None:
@@ -459,16 +460,17 @@ class Ledger:
                 "sum(cache_write) AS cache_write, total(cost) AS cost, "
                 "sum(cost IS NULL) AS unpriced_calls, sum(CASE WHEN cost IS NULL THEN "
                 "input + output + cache_read + cache_write ELSE 0 END) AS unpriced_tokens, "
-                f"max(ts) AS last_ts FROM events WHERE ts IS NULL OR ts <= {float(now)!r} "
+                "max(ts) AS last_ts FROM events WHERE ts IS NULL OR ts <= :now "
                 "GROUP BY source, agent, session")
         top = self.conn.execute(
-            f"SELECT * FROM ({source}) ORDER BY {total} DESC, session LIMIT ?", (limit,))
+            f"SELECT * FROM ({source}) ORDER BY {total} DESC, session LIMIT :limit",
+            {"now": now, "limit": limit})
         top_rows = tuple(_session(r) for r in top)
         over_rows: tuple[SessionRow, ...] = ()
         if review is not None:
             over = self.conn.execute(
-                f"SELECT * FROM ({source}) WHERE {total} >= ? ORDER BY {total} DESC LIMIT 100",
-                (review,))
+                f"SELECT * FROM ({source}) WHERE {total} >= :review ORDER BY {total} DESC "
+                "LIMIT 100", {"now": now, "review": review})
             over_rows = tuple(_session(r) for r in over)
         return top_rows, over_rows
 
@@ -511,7 +513,8 @@ class Ledger:
         return changed
 
     def _rebuild_aggregates(self) -> None:
-        unpriced = "CASE WHEN cost IS NULL THEN input + output + cache_read + cache_write ELSE 0 END"
+        unpriced = ("CASE WHEN cost IS NULL THEN input + output + cache_read + cache_write "
+                    "ELSE 0 END")
         self.conn.execute("DELETE FROM buckets")
         self.conn.execute("DELETE FROM sessions")
         self.conn.execute(
@@ -536,20 +539,20 @@ class Ledger:
         return dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
 
 
-def _cursor(row: Sequence[object]) -> FileCursor:
+def _cursor(row: Sequence[Any]) -> FileCursor:
     (path, source, dev, ino, head, tail, offset, size, mtime, bad, events) = row
     return FileCursor(
-        path=str(path), source=source,  # type: ignore[arg-type]
-        identity=FileIdentity(int(dev), int(ino), bytes(head), bytes(tail)),  # type: ignore
-        offset=int(offset), size=int(size), mtime_ns=int(mtime),  # type: ignore[call-overload]
-        bad_lines=int(bad), events=int(events))  # type: ignore[call-overload]
+        path=str(path), source=source,
+        identity=FileIdentity(int(dev), int(ino), bytes(head), bytes(tail)),
+        offset=int(offset), size=int(size), mtime_ns=int(mtime),
+        bad_lines=int(bad), events=int(events))
 
 
-def _session(r: Sequence[object]) -> SessionRow:
-    sums = Sums(int(r[3]), int(r[4]), int(r[5]), int(r[6]), int(r[7]),  # type: ignore
-                float(r[8] or 0.0), int(r[9]), int(r[10]))  # type: ignore[arg-type]
+def _session(r: Sequence[Any]) -> SessionRow:
+    sums = Sums(int(r[3]), int(r[4]), int(r[5]), int(r[6]), int(r[7]), float(r[8] or 0.0),
+                int(r[9]), int(r[10]))
     return SessionRow(str(r[0]), str(r[1]), str(r[2]), sums,
-                      None if r[11] is None else float(r[11]))  # type: ignore[arg-type]
+                      None if r[11] is None else float(r[11]))
 
 
 def _gone(path: str, dev: int, ino: int) -> bool:

@@ -235,14 +235,16 @@ class Ingestor:
         if self.ledger.meta().get("pricing") == stamp:
             return
         changed = self.ledger.reprice(self.pricer)
-        self.ledger.set_meta({"pricing": stamp})
+        self.ledger.set_meta({"pricing": stamp,
+                              "price_table_date": self.pricer.table.effective_date})
         if changed:
             log.info("repriced", events=changed)
 
 
 def pricing_stamp(config: Config, pricer: Pricer) -> str:
+    """Changes whenever a price could: the config's [[prices]] or the shipped table's content."""
     text = repr((sorted((o.provider, o.model, sorted(o.rates.items())) for o in config.prices),
-                 pricer.table.effective_date))
+                 repr(pricer.table)))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

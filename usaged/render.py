@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -47,7 +48,9 @@ _PAD_LEFT, _PAD_RIGHT, _PAD_TOP, _PAD_BOTTOM = 8, 56, 12, 26  # y labels on the 
 _UNITS = ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k"))
 
 
+@functools.cache
 def _environment() -> jinja2.Environment:
+    """Built once per process: compiling the template costs far more than rendering it."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("usaged", "templates"),
         autoescape=True,

@@ -12,7 +12,7 @@ CostSource = Literal["line", "config", "table", "none"]
 
 @dataclass(frozen=True, slots=True)
 class Tokens:
-    """Token counts by kind. `cache_write_1h` is the part of `cache_write` written with a 1 h TTL."""
+    """Token counts by kind; `cache_write_1h` is the part of `cache_write` with a 1-hour TTL."""
 
     input: int = 0
     output: int = 0

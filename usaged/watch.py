@@ -6,6 +6,7 @@ bounded set: past `MAX_PENDING` distinct paths it asks for a full rescan instead
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -148,10 +149,8 @@ class Watcher:
     def _unschedule(self, path: Path) -> None:
         watch = self.watches.pop(path)
         if self.observer is not None:
-            try:
+            with contextlib.suppress(KeyError, OSError):
                 self.observer.unschedule(watch)
-            except (KeyError, OSError):
-                pass
         log.info("watch_removed", path=str(path))
 
     def alive(self) -> bool:

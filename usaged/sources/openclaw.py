@@ -15,8 +15,7 @@ from typing import Any
 import msgspec
 
 from usaged.config import Config
-from usaged.parse import decode_line, dedup_key, first_count, iso_to_epoch, money, ms_to_epoch, \
-    text
+from usaged.parse import decode_line, dedup_key, first_count, iso_to_epoch, money, ms_to_epoch, text
 from usaged.sources import FileLabel, is_regular_file
 from usaged.values import Skip, SourceName, Tokens, UsageEvent
 
