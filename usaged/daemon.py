@@ -98,9 +98,8 @@ class Daemon:
             self._loop()
         finally:
             self.watcher.stop()
-            paths, _ = self.inbox.drain()
-            if paths:
-                self.ingestor.ingest_paths(paths)
+            self.inbox.drain()
+            self._scan()  # the truth, once more: events in flight at shutdown are not lost
             self._write(state="stopped")
             log.info("daemon_stopped", pid=os.getpid(), writes=self.writes)
         return 0

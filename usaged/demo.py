@@ -94,7 +94,7 @@ def run(duration: float | None, interval: float, folder: Path | None, out: Any) 
                     "claude_code": {"enabled": False}},
         "daemon": {"debounce_quiet": 0.5, "debounce_max": 2.0, "scan_interval": 30},
         "output": {"refresh_seconds": 5},
-        "budget": {"monthly_usd": 5.0}, "capacity": {"weekly_tokens": 2_000_000},
+        "budget": {"monthly_usd": 1.5}, "capacity": {"weekly_tokens": 500_000},
         "balance": {"credit_usd": 20.0, "since": dt.date.today().replace(day=1).isoformat()},
     }))
     config = config_mod.load(str(cfg_path))
@@ -106,32 +106,37 @@ def run(duration: float | None, interval: float, folder: Path | None, out: Any) 
     print("a simulated agent appends a turn every "
           f"{interval:g} s; stop with Ctrl-C" + (f" or after {duration:g} s" if duration else ""),
           file=out, flush=True)
-    agent = threading.Thread(target=_agent, args=(daemon, sessions[-1], interval, out),
-                             name="demo-agent")
+    quit_agent = threading.Event()
+    agent = threading.Thread(target=_agent, args=(daemon, quit_agent, sessions[-1], interval,
+                                                  out), name="demo-agent")
     agent.start()
-    timer = threading.Timer(duration or 0, _stop, args=(daemon,))
+    timer = threading.Timer(duration or 0, _stop, args=(daemon, quit_agent, agent))
     if duration:
         timer.start()
     try:
         code = daemon.run()
     finally:
         timer.cancel()
-        daemon.stopping.set()
+        quit_agent.set()
         agent.join()
     print(f"usaged demo: stopped after {daemon.writes} dashboard writes; files kept in {base}",
           file=out)
     return code
 
 
-def _stop(daemon: Daemon) -> None:
+def _stop(daemon: Daemon, quit_agent: threading.Event, agent: threading.Thread) -> None:
+    """--duration is over: the agent stops first, so the daemon's last write sees every turn."""
+    quit_agent.set()
+    agent.join()
     daemon.stopping.set()
     daemon.inbox.wake()
 
 
-def _agent(daemon: Daemon, session: Path, interval: float, out: Any) -> None:
+def _agent(daemon: Daemon, quit_agent: threading.Event, session: Path, interval: float,
+           out: Any) -> None:
     rng = random.Random(7)
     turns = 0
-    while not daemon.stopping.wait(interval):
+    while not quit_agent.wait(interval) and not daemon.stopping.is_set():
         with session.open("a", encoding="utf-8") as fh:
             fh.write(agent_turn(rng, time.time()))
         turns += 1
