@@ -43,6 +43,7 @@ Kind = Literal["launchd", "systemd"]
 Status = Literal["ok", "warn", "fail"]
 
 DEFAULT_LABEL = "io.github.usaged"
+STOP_TIMEOUT = 20  # seconds launchd / systemd wait after SIGTERM before SIGKILL
 UNIT_NAME = "usaged.service"
 PROCESS_TYPES = frozenset({"Background", "Standard", "Adaptive", "Interactive"})
 LAUNCHD_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
@@ -168,7 +169,7 @@ def launchd_plist(spec: ServiceSpec) -> dict[str, Any]:
         "ProcessType": "Background",
         "LowPriorityIO": True,
         "Nice": 10,
-        "ExitTimeOut": 20,
+        "ExitTimeOut": STOP_TIMEOUT,
         "StandardOutPath": str(logs / "usaged.out.log"),
         "StandardErrorPath": str(logs / "usaged.err.log"),
         "EnvironmentVariables": {"PYTHONUNBUFFERED": "1", "PYTHONUTF8": "1",
@@ -242,7 +243,7 @@ ExecStart={exec_start}
 WorkingDirectory={str(spec.state_dir).replace("%", "%%")}
 Restart=on-failure
 RestartSec=10
-TimeoutStopSec=20
+TimeoutStopSec={STOP_TIMEOUT}
 Nice=10
 IOSchedulingClass=idle
 LimitNOFILE=4096
