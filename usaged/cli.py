@@ -27,7 +27,7 @@ docs: docs/cli.md, docs/configuration.md"""
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="usaged",
-        description="An exact, always-current usage dashboard for the AI agents you run "
+        description="An exact, always-current usage dashboard for the AI agents you run\n"
                     "(OpenClaw / Clawdbot, Claude Code).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"usaged {__version__}")
@@ -140,6 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `usaged status | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def load_config(args: argparse.Namespace) -> Config:
@@ -178,10 +181,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if progress:
             print("\r\033[K", end="", file=sys.stderr)
         moment = now or pipeline.now_utc()
+        scanned = pipeline.now_utc()
+        ledger.set_meta({"last_scan": str(scanned.timestamp())})
         daemon = {"state": "scan", "pid": os.getpid(), "watcher": None,
-                  "last_scan": moment.isoformat()}
+                  "last_scan": scanned.astimezone(config.zone).isoformat()}
         doc = pipeline.build_document(config, ledger, moment, daemon)
-        json_path, html_path = pipeline.write_outputs(config, doc)
+        json_path, html_path = pipeline.write_outputs(config, doc, ledger)
     finally:
         ledger.close()
     month = doc["windows"]["month"]

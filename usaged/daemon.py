@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from usaged import pipeline
+from usaged import pipeline, prometheus
 from usaged.config import Config, load, resolve_config_path
 from usaged.debounce import Debouncer
 from usaged.errors import AlreadyRunning, UsagedError
@@ -36,8 +36,8 @@ HEARTBEAT_EVERY = 30.0
 WRITE_RETRY = 2.0
 
 
-def _iso(ts: float | None) -> str:
-    return "" if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).isoformat()
+def _iso(ts: float | None, zone: dt.tzinfo) -> str | None:
+    return None if ts is None else dt.datetime.fromtimestamp(ts, zone).isoformat()
 
 
 @dataclass
@@ -56,6 +56,7 @@ class Daemon:
         self.config_error: str | None = None
         self.config_stamp = self._config_stamp()
         self.writes = 0
+        self.exporter = prometheus.Exporter()  # /metrics, when prometheus.listen is set
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -101,6 +102,7 @@ class Daemon:
             self.inbox.drain()
             self._scan()  # the truth, once more: events in flight at shutdown are not lost
             self._write(state="stopped")
+            self.exporter.close()
             log.info("daemon_stopped", pid=os.getpid(), writes=self.writes)
         return 0
 
@@ -151,7 +153,8 @@ class Daemon:
         try:
             doc = pipeline.build_document(self.config, self.ledger, pipeline.now_utc(),
                                           self._daemon_info(state), self._scan_age())
-            json_path, _ = pipeline.write_outputs(self.config, doc)
+            self._publish(doc)
+            json_path, _ = pipeline.write_outputs(self.config, doc, self.ledger)
         except OSError as exc:
             log.error("write_failed", reason=str(exc), retry_in=WRITE_RETRY)
             self.debounce.failed(time.monotonic(), WRITE_RETRY)
@@ -165,13 +168,19 @@ class Daemon:
                  alerts=len(doc["alerts"]), ms=round((time.monotonic() - started) * 1000, 1))
         self._heartbeat(force=True, state=state)
 
+    def _publish(self, doc: dict[str, Any]) -> None:
+        """Hand the figures to /metrics (started, moved or stopped as prometheus.listen says)."""
+        server = self.exporter.serve(self.config.get("prometheus.listen"))
+        if server is not None:
+            server.publish(pipeline.exposition(self.config, doc, self.ledger))
+
     def _scan_age(self) -> float | None:
         return None if self.last_scan is None else time.time() - self.last_scan
 
     def _daemon_info(self, state: str) -> dict[str, Any]:
-        return {"state": state, "pid": os.getpid(), "started_at": _iso(self.started),
+        return {"state": state, "pid": os.getpid(), "started_at": _iso(self.started, self.config.zone),
                 "watcher": self.watcher.mode, "watcher_degraded": self.watcher.degraded,
-                "last_scan": _iso(self.last_scan), "config_error": self.config_error}
+                "last_scan": _iso(self.last_scan, self.config.zone), "config_error": self.config_error}
 
     def _heartbeat(self, force: bool = False, state: str = "running") -> None:
         now = time.time()
