@@ -8,7 +8,8 @@
   interpreter with COLUMNS=100 and colour off so the wrapping is stable (tests/test_cli.py).
 - the usage.json example of docs/usage-json.md (between `<!-- example:usage-json -->` markers):
   a real `usaged scan` of the openclaw-edge corpus, cut short (tests/test_schema.py). Its
-  `generated_at`, `daemon.pid` and `daemon.last_scan` differ on every run and are only rewritten with a change.
+  `generated_at`, `daemon.pid`, `daemon.last_scan` differ on every run and are only
+  rewritten with a change.
 
 Review the diff before committing it.
 """

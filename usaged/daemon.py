@@ -178,9 +178,10 @@ class Daemon:
         return None if self.last_scan is None else time.time() - self.last_scan
 
     def _daemon_info(self, state: str) -> dict[str, Any]:
-        return {"state": state, "pid": os.getpid(), "started_at": _iso(self.started, self.config.zone),
+        zone = self.config.zone
+        return {"state": state, "pid": os.getpid(), "started_at": _iso(self.started, zone),
                 "watcher": self.watcher.mode, "watcher_degraded": self.watcher.degraded,
-                "last_scan": _iso(self.last_scan, self.config.zone), "config_error": self.config_error}
+                "last_scan": _iso(self.last_scan, zone), "config_error": self.config_error}
 
     def _heartbeat(self, force: bool = False, state: str = "running") -> None:
         now = time.time()
