@@ -724,3 +724,21 @@ def test_every_window_agrees_with_the_daily_series_and_a_brute_force_count(
     assert math.isclose(doc["balance"]["spent_usd"], spent, rel_tol=1e-12, abs_tol=1e-9)
     assert math.isclose(doc["balance"]["balance_usd"], 100 - spent, rel_tol=1e-12,
                         abs_tol=1e-9)
+
+
+def test_every_alert_id_and_figure_is_defined_in_docs_metrics() -> None:
+    import re
+
+    from conftest import REPO
+
+    source = (REPO / "usaged" / "metrics.py").read_text()
+    ids = set(re.findall(r'add\("([a-z_]+)"', source))
+    assert ids == {"budget", "budget_projection", "capacity", "balance", "unpriced",
+                   "session_review", "bad_input", "stale"}
+    text = (REPO / "docs" / "metrics.md").read_text()
+    for id_ in ids:
+        assert f"| `{id_}` |" in text, id_
+    for figure in ("projected_month_usd", "used_ratio", "left_ratio", "left_tokens",
+                   "burn_tokens_per_hour", "hours_to_exhaustion", "balance_usd", "over_usd",
+                   "spent_usd", "unpriced_calls", "unpriced_tokens", "last_7_days"):
+        assert f"`{figure}`" in text, figure

@@ -96,8 +96,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
                         "machine's zone", _zone),
     },
     "paths": {
-        "state_dir": Key(str, None, "where the ledger (usaged.db), lock and logs live; default "
-                         "per platform (see docs/operations.md)"),
+        "state_dir": Key(str, None, "where the ledger (usaged.db) and the lock live; default "
+                         "per platform (see docs/configuration.md)"),
         "output_dir": Key(str, None, "where usage.json and usage.html are written; default "
                           "`dashboard/` in the state dir"),
     },

@@ -61,21 +61,50 @@ class Window:
     open_end: bool = False
 
     def holds(self, ts: float) -> bool:
-        if self.start is not None and ts < self.start.timestamp():
-            return False
-        end = self.end.timestamp()
-        return ts < end if self.open_end else ts <= end
+        lo, hi = self.bounds()
+        return lo <= ts and (ts < hi if self.open_end else ts <= hi)
+
+    def bounds(self) -> tuple[float, float]:
+        """[start, end] as epoch seconds (start -inf when the window has none)."""
+        return (-math.inf if self.start is None else self.start.timestamp(),
+                self.end.timestamp())
 
 
 @dataclass(slots=True)
 class _Acc:
-    sums: Sums = field(default_factory=Sums)
+    """Running figures of a group of events: additive counts, and every cost (summed exactly,
+    with math.fsum, only when read, so a figure does not depend on the order of adding)."""
+
+    # calls, input, output, cache_read, cache_write, unpriced_calls, unpriced_tokens
+    n: list[int] = field(default_factory=lambda: [0] * 7)
     costs: list[float] = field(default_factory=list)
 
+    @classmethod
+    def of(cls, s: Sums) -> _Acc:
+        acc = cls()
+        acc.add(s)
+        return acc
+
     def add(self, s: Sums) -> None:
-        self.sums = self.sums + s
+        n = self.n
+        n[0] += s.calls
+        n[1] += s.input
+        n[2] += s.output
+        n[3] += s.cache_read
+        n[4] += s.cache_write
+        n[5] += s.unpriced_calls
+        n[6] += s.unpriced_tokens
         if s.cost:
             self.costs.append(s.cost)
+
+    def merge(self, other: _Acc) -> None:
+        self.n = [a + b for a, b in zip(self.n, other.n, strict=True)]
+        self.costs.extend(other.costs)
+
+    @property
+    def total(self) -> int:
+        n = self.n
+        return n[1] + n[2] + n[3] + n[4]
 
     @property
     def cost(self) -> float:
@@ -118,38 +147,50 @@ def compute(snap: Snapshot, settings: Settings, health: Health, now: dt.datetime
     now = now.astimezone(dt.UTC)
     zone = settings.zone
     wins = windows(now, zone)
+    # 1. Group the rows by instant (a quarter-hour bucket, or one raw edge event) and by
+    #    (source, agent, provider, model): the windows only need the first, the tables the second.
+    points: dict[float | None, _Acc] = {}
+    groups: dict[tuple[str, str, str, str], _Acc] = {}
+    unpriced_at: dict[float | None, set[str]] = {}
+    for ts, src, agent, provider, model, sums in _rows(snap):
+        _acc(points, ts).add(sums)
+        _acc(groups, (src, agent, provider, model)).add(sums)
+        if sums.unpriced_calls:
+            unpriced_at.setdefault(ts, set()).add(f"{provider}/{model}")
+
+    # 2. Each instant into its windows, its local day, the burn window and the balance.
     accs = {name: _Acc() for name in wins}
+    bounds = [(accs[name], *w.bounds(), w.open_end) for name, w in wins.items()]
     daily: dict[dt.date, _Acc] = {}
+    burn = _Acc()
+    burn_start = snap.now - settings.burn_window_hours * 3600
+    balance_start = (None if settings.balance_since is None
+                     else _midnight(settings.balance_since, zone))
+    balance_from = math.inf if balance_start is None else balance_start.timestamp()
+    balance = _Acc()
+    for ts, acc in points.items():
+        if ts is None:  # undated events: all time only
+            accs["all_time"].merge(acc)
+            continue
+        for target, lo, hi, open_end in bounds:
+            if lo <= ts and (ts < hi if open_end else ts <= hi):
+                target.merge(acc)
+        _acc(daily, dt.datetime.fromtimestamp(ts, zone).date()).merge(acc)
+        if ts >= burn_start:
+            burn.merge(acc)
+        if ts >= balance_from:
+            balance.merge(acc)
+    month = wins["month"]
+    month_unpriced_models = {m for ts, names in unpriced_at.items()
+                             if ts is not None and month.holds(ts) for m in names}
+
     models: dict[tuple[str, str, str], _Acc] = {}
     sources: dict[str, _Acc] = {}
     agents: dict[tuple[str, str], _Acc] = {}
-    month_unpriced_models: set[str] = set()
-    burn = _Acc()
-    burn_start = snap.now - settings.burn_window_hours * 3600
-    day_of: dict[int, dt.date] = {}
-
-    for ts, src, agent, provider, model, sums in _rows(snap):
-        for name, win in wins.items():
-            if ts is None:
-                if name == "all_time":
-                    accs[name].add(sums)
-            elif win.holds(ts):
-                accs[name].add(sums)
-                if name == "month" and sums.unpriced_calls:
-                    month_unpriced_models.add(f"{provider}/{model}")
-        _acc(models, (src, provider, model)).add(sums)
-        _acc(sources, src).add(sums)
-        _acc(agents, (src, agent)).add(sums)
-        if ts is not None:
-            q = math.floor(ts / QUARTER)
-            day = day_of.get(q) if ts == q * QUARTER else None
-            if day is None:
-                day = dt.datetime.fromtimestamp(ts, zone).date()
-                if ts == q * QUARTER:
-                    day_of[q] = day
-            _acc(daily, day).add(sums)
-            if ts >= burn_start:
-                burn.add(sums)
+    for (src, agent, provider, model), acc in groups.items():
+        _acc(models, (src, provider, model)).merge(acc)
+        _acc(sources, src).merge(acc)
+        _acc(agents, (src, agent)).merge(acc)
 
     out: dict[str, Any] = {
         "timezone": zone.key,
@@ -167,7 +208,7 @@ def compute(snap: Snapshot, settings: Settings, health: Health, now: dt.datetime
     }
     out["budget"] = _budget(settings, accs["month"], wins["month"], now)
     out["capacity"] = _capacity(settings, accs["last_7_days"], burn)
-    out["balance"] = _balance(settings, snap, zone, now)
+    out["balance"] = _balance(settings, balance, balance_start)
     out["alerts"] = alerts(out, settings, health, sorted(month_unpriced_models),
                            [_session(r, zone) for r in snap.sessions_over])
     return out
@@ -191,32 +232,30 @@ def _acc(d: dict[Any, _Acc], key: Any) -> _Acc:
 
 
 def _by_total(d: dict[Any, _Acc]) -> list[tuple[Any, _Acc]]:
-    return sorted(d.items(), key=lambda kv: (-kv[1].sums.total, str(kv[0])))
+    return sorted(d.items(), key=lambda kv: (-kv[1].total, str(kv[0])))
 
 
 def figures(acc: _Acc) -> dict[str, Any]:
-    s = acc.sums
+    calls, input_, output, cache_read, cache_write, unpriced_calls, unpriced_tokens = acc.n
     return {
-        "calls": s.calls,
-        "tokens": {"input": s.input, "output": s.output, "cache_read": s.cache_read,
-                   "cache_write": s.cache_write, "total": s.total},
+        "calls": calls,
+        "tokens": {"input": input_, "output": output, "cache_read": cache_read,
+                   "cache_write": cache_write, "total": acc.total},
         "cost_usd": acc.cost,
-        "unpriced_calls": s.unpriced_calls,
-        "unpriced_tokens": s.unpriced_tokens,
+        "unpriced_calls": unpriced_calls,
+        "unpriced_tokens": unpriced_tokens,
     }
 
 
 def _monthly(daily: dict[dt.date, _Acc]) -> list[dict[str, Any]]:
     months: dict[str, _Acc] = {}
     for day, acc in daily.items():
-        m = _acc(months, day.strftime("%Y-%m"))
-        m.sums = m.sums + acc.sums
-        m.costs.extend(acc.costs)
+        _acc(months, day.strftime("%Y-%m")).merge(acc)
     return [{"month": k, **figures(a)} for k, a in sorted(months.items())]
 
 
 def _session(r: Any, zone: ZoneInfo) -> dict[str, Any]:
-    acc = _Acc(r.sums, [r.sums.cost] if r.sums.cost else [])
+    acc = _Acc.of(r.sums)
     last = dt.datetime.fromtimestamp(r.last_ts, zone).isoformat() if r.last_ts else None
     return {"source": r.source, "agent": r.agent, "session": r.session, **figures(acc),
             "last_activity": last}
@@ -254,8 +293,8 @@ def _budget(st: Settings, month: _Acc, win: Window, now: dt.datetime) -> dict[st
 
 
 def _capacity(st: Settings, week: _Acc, burn: _Acc) -> dict[str, Any]:
-    used = week.sums.total
-    rate = burn.sums.total / st.burn_window_hours
+    used = week.total
+    rate = burn.total / st.burn_window_hours
     if st.weekly_tokens is None:
         return {"weekly_tokens": None, "used_tokens": used, "used_ratio": None,
                 "left_ratio": None, "left_tokens": None, "burn_tokens_per_hour": rate,
@@ -270,22 +309,17 @@ def _capacity(st: Settings, week: _Acc, burn: _Acc) -> dict[str, Any]:
             "level": level_of(used_ratio, st)}
 
 
-def _balance(st: Settings, snap: Snapshot, zone: ZoneInfo, now: dt.datetime) -> dict[str, Any]:
-    if st.credit_usd is None or st.balance_since is None:
+def _balance(st: Settings, acc: _Acc, start: dt.datetime | None) -> dict[str, Any]:
+    """`acc` holds what was spent from `start` (local midnight of `since`) to now."""
+    if st.credit_usd is None or start is None:
         return {"tracked": False, "credit_usd": None, "since": None, "spent_usd": None,
                 "balance_usd": None, "level": "ok"}
-    start = _midnight(st.balance_since, zone)
-    win = Window("balance", start, now)
-    acc = _Acc()
-    for ts, *_rest, sums in _rows(snap):
-        if ts is not None and win.holds(ts):
-            acc.add(sums)
     balance = st.credit_usd - acc.cost
     level: Level = "critical" if balance <= 0 else (
         "warning" if balance < st.balance_low_usd else "ok")
     return {"tracked": True, "credit_usd": st.credit_usd, "since": start.isoformat(),
-            "spent_usd": acc.cost, "balance_usd": balance, "unpriced_calls":
-            acc.sums.unpriced_calls, "level": level}
+            "spent_usd": acc.cost, "balance_usd": balance, "unpriced_calls": acc.n[5],
+            "level": level}
 
 
 def alerts(out: dict[str, Any], st: Settings, health: Health, unpriced_models: list[str],
