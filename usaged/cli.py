@@ -209,7 +209,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from usaged import status
 
-    report = status.gather(load_config(args))
+    from usaged.config import load_lenient
+
+    # lenient: an invalid edit must not hide the daemon's state; it is shown as a warning
+    config = load_lenient(args.config)
+    for warning in config.warnings:
+        print(f"usaged: warning: {warning}", file=sys.stderr)
+    report = status.gather(config)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -239,6 +239,8 @@ class Daemon:
         self.debounce.max_wait = float(fresh.get("daemon.debounce_max"))
         self.debounce.min_interval = float(fresh.get("daemon.min_interval"))
         log.info("config_reloaded", path=str(fresh.path))
+        for warning in fresh.warnings:
+            log.warning("config_warning", warning=warning)
         self.inbox.request_rescan()
         self.debounce.change(time.monotonic())
 

@@ -117,6 +117,16 @@ class Sums:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelTotal:
+    """All-time sums of one (source, provider, model): the Prometheus counters."""
+
+    source: str
+    provider: str
+    model: str
+    sums: Sums
+
+
+@dataclass(frozen=True, slots=True)
 class BucketRow:
     q: int
     source: str
@@ -473,6 +483,23 @@ class Ledger:
                 "LIMIT 100", {"now": now, "review": review})
             over_rows = tuple(_session(r) for r in over)
         return top_rows, over_rows
+
+    def totals(self) -> tuple[ModelTotal, ...]:
+        """All-time sums per (source, provider, model), read from the running sums.
+
+        Cost is added up as whole nano-dollars per bucket: an integer sum is exact whatever the
+        row order, so while buckets only grow the total never drops by a rounding step (which
+        Prometheus would take for a counter reset).
+        """
+        rows = self.conn.execute(
+            "SELECT source, provider, model, sum(calls), sum(input), sum(output), "
+            "sum(cache_read), sum(cache_write), sum(CAST(round(cost * 1e9) AS INTEGER)), "
+            "sum(unpriced_calls), sum(unpriced_tokens) FROM buckets "
+            "GROUP BY source, provider, model ORDER BY source, provider, model")
+        return tuple(ModelTotal(r[0], r[1], r[2], Sums(int(r[3]), int(r[4]), int(r[5]),
+                                                       int(r[6]), int(r[7]), int(r[8]) / 1e9,
+                                                       int(r[9]), int(r[10])))
+                     for r in rows)
 
     def stats(self) -> dict[str, int]:
         row = self.conn.execute(

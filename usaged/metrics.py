@@ -20,7 +20,8 @@ from zoneinfo import ZoneInfo
 from usaged.ledger import QUARTER, UNDATED_Q, Snapshot, Sums
 
 Level = Literal["ok", "warning", "critical"]
-PROJECTION_MIN_HOURS = 6.0  # no month-end projection before this much of the month has passed
+PROJECTION_MIN_HOURS = 6.0
+REVIEW_ACTIVE = 168 * 3600.0  # session_review flags sessions active in the last 7 days  # no month-end projection before this much of the month has passed
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +211,8 @@ def compute(snap: Snapshot, settings: Settings, health: Health, now: dt.datetime
     out["capacity"] = _capacity(settings, accs["last_7_days"], burn)
     out["balance"] = _balance(settings, balance, balance_start)
     out["alerts"] = alerts(out, settings, health, sorted(month_unpriced_models),
-                           [_session(r, zone) for r in snap.sessions_over])
+                           [_session(r, zone) for r in snap.sessions_over
+                            if r.last_ts is not None and r.last_ts >= snap.now - REVIEW_ACTIVE])
     return out
 
 
@@ -259,6 +261,10 @@ def _session(r: Any, zone: ZoneInfo) -> dict[str, Any]:
     last = dt.datetime.fromtimestamp(r.last_ts, zone).isoformat() if r.last_ts else None
     return {"source": r.source, "agent": r.agent, "session": r.session, **figures(acc),
             "last_activity": last}
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def level_of(ratio: float | None, settings: Settings) -> Level:
@@ -358,13 +364,14 @@ def alerts(out: dict[str, Any], st: Settings, health: Health, unpriced_models: l
     month = out["windows"]["month"]
     if month["unpriced_calls"]:
         add("unpriced", "warning", "Unpriced usage",
-            f"{month['unpriced_calls']} calls this month have no known price "
-            f"({', '.join(unpriced_models) or 'unknown models'}): their cost is not in the "
-            "totals; add [[prices]] to the config", month["unpriced_calls"], 0)
+            f"{_n(month['unpriced_calls'], 'call')} this month without a known price "
+            f"({', '.join(unpriced_models) or 'unknown models'}): not in the cost totals; "
+            "add [[prices]] to the config", month["unpriced_calls"], 0)
     if over:
         names = ", ".join(f"{s['agent']}/{s['session']}" for s in over[:3])
         add("session_review", "warning", "Sessions to review",
-            f"{len(over)} session(s) above {st.session_review_tokens:,.0f} tokens: {names}",
+            f"{_n(len(over), 'session')} active in the last 7 days reached "
+            f"{st.session_review_tokens:,.0f} tokens: {names}",
             len(over), st.session_review_tokens)
     if health.bad_lines or health.unreadable:
         add("bad_input", "warning", "Unreadable input",

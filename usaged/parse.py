@@ -9,11 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgspec
 
-from usaged.values import Skip
+from usaged.values import Skip, UsageEvent
 
 T = TypeVar("T")
 
@@ -113,3 +115,79 @@ def money(value: Any) -> float | None:
 
 def text(value: Any, default: str = "") -> str:
     return value if isinstance(value, str) and value else default
+
+
+# -- blocks of lines -----------------------------------------------------------------------
+
+USAGE_NEEDLE = b'"usage"'  # no line without these bytes carries usage, in either source
+_OPEN, _CLOSE = ord("{"), ord("}")
+
+
+@dataclass(slots=True)
+class BlockParse:
+    """What the lines of one block gave: events in line order, bad lines as (offset, length,
+    reason), and how many lines there were."""
+
+    events: list[UsageEvent] = field(default_factory=list)
+    bad: list[tuple[int, int, Skip]] = field(default_factory=list)
+    lines: int = 0
+
+
+def parse_block(data: bytes, lo: int, hi: int, start: int,
+                parse_line: Callable[[bytes], UsageEvent | Skip], max_line: int,
+                needle: bytes = USAGE_NEEDLE) -> BlockParse:
+    """Every complete line of `data[lo:hi]` (`hi` just after a newline; `lo` at file offset
+    `start`) through `parse_line`, except the lines that cannot carry usage.
+
+    A line without `needle` whose bytes start with `{` and end with `}` is a valid line without
+    usage and is not decoded (most bytes of a transcript are such lines); every other line goes
+    to `parse_line`, cleaned of a trailing CR and leading NUL bytes, exactly as `iter_lines`
+    yields it. Lines longer than `max_line` are bad (`Skip.TOO_LONG`).
+    """
+    out = BlockParse()
+    events, bad = out.events, out.bad
+    find = data.find
+    nxt = find(needle, lo, hi)
+    if nxt < 0:
+        nxt = hi
+    pos, lines = lo, 0
+    while pos < hi:
+        nl = find(b"\n", pos, hi)
+        lines += 1
+        if nl - pos > max_line:
+            bad.append((start + pos - lo, nl - pos, Skip.TOO_LONG))
+        elif nxt < nl or data[pos] != _OPEN or data[nl - 1] != _CLOSE:
+            result = parse_line(clean_line(data[pos:nl]))
+            if isinstance(result, Skip):
+                if result.is_bad:
+                    bad.append((start + pos - lo, nl - pos, result))
+            else:
+                events.append(result)
+        if nxt < nl:
+            nxt = find(needle, nl + 1, hi)
+            if nxt < 0:
+                nxt = hi
+        pos = nl + 1
+    out.lines = lines
+    return out
+
+
+def clean_line(raw: bytes) -> bytes:
+    """A line as the sources see it: no trailing CR, no leading NUL bytes."""
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    if raw.startswith(b"\x00"):
+        raw = raw.lstrip(b"\x00")
+    return raw
+
+
+def cheap_skip(line: bytes, decoder: msgspec.json.Decoder[Any]) -> Skip:
+    """A line without usage: an object-shaped line is taken as valid without parsing it (it may
+    be tens of MB); anything else is classified properly (and counted if bad)."""
+    stripped = line.strip()
+    if not stripped:
+        return Skip.BLANK
+    if stripped.startswith((b"{", b"\xef\xbb\xbf{")) and stripped.endswith(b"}"):
+        return Skip.NO_USAGE
+    decoded = decode_line(stripped, decoder)
+    return decoded if isinstance(decoded, Skip) else Skip.NO_USAGE

@@ -17,19 +17,20 @@ from typing import Any
 
 import structlog
 
-from usaged import failpoints, metrics, render
+from usaged import failpoints, metrics, prometheus, render
 from usaged.config import Config
 from usaged.errors import StateError
 from usaged.fsio import atomic_write
 from usaged.ledger import Ledger
 from usaged.pricing import Pricer, make_pricer
-from usaged.sources import FileLabel, Source, enabled_sources
+from usaged.sources import FileLabel, Source, enabled_sources, is_regular_file
 from usaged.tail import NotRegular, Start, identity_at, iter_lines, open_regular, plan_start
 from usaged.values import FileCursor, PricedEvent, ScanCounters, Skip
 
 log = structlog.get_logger("usaged")
 
 BATCH_LINES = 5000  # commit at least this often while reading a long file
+REREAD = frozenset({Start.TRUNCATED, Start.REPLACED, Start.REWRITTEN})
 DB_NAME = "usaged.db"
 Progress = Callable[[int, int, str], None]
 
@@ -120,6 +121,8 @@ class Ingestor:
                 if self.ledger.cursor(raw) is not None:
                     self.ledger.mark_gone([raw])
                 continue
+            if not is_regular_file(path):
+                continue  # a folder, FIFO, dangling or looping link: the scan skips it too
             counters.files_seen += 1
             self._count(counters, self.ingest(root, path))
         return counters
@@ -132,7 +135,7 @@ class Ingestor:
         c.events_new += o.new
         c.events_dup += o.dup
         c.bad_lines += o.bad
-        c.truncations += int(o.start in (Start.TRUNCATED, Start.REPLACED, Start.REWRITTEN))
+        c.truncations += int(o.start in REREAD)
         if o.error:
             c.unreadable.append(o.error)
 
@@ -153,7 +156,8 @@ class Ingestor:
             start = plan_start(f, cursor)
             if start is Start.UNCHANGED:
                 return FileOutcome()
-            begin, reset = 0, start is not Start.NEW
+            # only a re-read from 0 starts the file's bad-line count over; an append adds
+            begin, reset = 0, start in REREAD
             if start is Start.NEW:
                 moved = self.ledger.moved_from(f.dev, f.ino, key)
                 if moved is not None and f.size >= moved.offset and identity_at(
@@ -294,14 +298,23 @@ def output_paths(config: Config) -> tuple[Path, Path]:
     return out / config.get("output.json_name"), out / config.get("output.html_name")
 
 
-def write_outputs(config: Config, doc: dict[str, Any]) -> tuple[Path, Path]:
+def write_outputs(config: Config, doc: dict[str, Any], ledger: Ledger) -> tuple[Path, Path]:
     json_path, html_path = output_paths(config)
     mode = config.file_mode
     atomic_write(json_path, render.render_json(doc), mode)
     html = render.render_html(doc, int(config.get("output.refresh_seconds")),
                               int(config.get("output.chart_days")))
     atomic_write(html_path, html.encode("utf-8"), mode)
+    textfile = config.get("prometheus.textfile")
+    if textfile:  # for node_exporter's textfile collector
+        atomic_write(config.expand(textfile), exposition(config, doc, ledger), mode)
     return json_path, html_path
+
+
+def exposition(config: Config, doc: dict[str, Any], ledger: Ledger) -> bytes:
+    """The Prometheus metrics of `doc`, with the ledger's all-time totals as the counters."""
+    host = config.get("prometheus.host") or prometheus.default_host()
+    return prometheus.render(doc, ledger.totals(), host)
 
 
 def open_ledger(config: Config) -> Ledger:

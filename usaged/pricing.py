@@ -162,7 +162,10 @@ def _rates(raw: Mapping[str, object], long: bool = False) -> Rates:
     prefix = "long_" if long else ""
 
     def get(name: str) -> float:
+        """A long-context rate left unset falls back to the base rate of the same kind."""
         value = raw.get(prefix + name)
+        if value is None and long:
+            value = raw.get(name)
         if value is None:
             return 0.0
         assert isinstance(value, int | float)
@@ -170,6 +173,8 @@ def _rates(raw: Mapping[str, object], long: bool = False) -> Rates:
 
     write = get("cache_write")
     write_1h = raw.get(prefix + "cache_write_1h")
+    if write_1h is None and long:
+        write_1h = raw.get("cache_write_1h")
     return Rates(
         input=get("input"), output=get("output"), cache_read=get("cache_read"),
         cache_write=write,

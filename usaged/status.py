@@ -126,8 +126,11 @@ def format_text(r: dict[str, Any]) -> str:
         degraded = " (DEGRADED: events off, scanning)" if r["watcher_degraded"] else ""
         lines.append(f"usaged: running (pid {r['pid']}, up {_ago(up)[:-4]}), watcher "
                      f"{r['watcher']}{degraded}")
+    elif r["last_seen"] is None:
+        lines.append("usaged: not running (the daemon has never run on this state; "
+                     "start it with `usaged run` or `usaged install`)")
     else:
-        lines.append(f"usaged: stopped (last seen {r['last_seen'] or 'never'}, "
+        lines.append(f"usaged: stopped (last seen {r['last_seen']}, "
                      f"{_ago(_since(r['last_seen']))})")
     lines.append(f"state:   {r['database']} ({r['database_bytes'] / 1e6:.1f} MB); last scan "
                  f"{_ago(_since(r['last_scan']))}, last write {_ago(r['lag_seconds'])}")

@@ -144,3 +144,69 @@ def _clean(raw: bytes) -> bytes:
     if raw.startswith(b"\x00"):
         raw = raw.lstrip(b"\x00")
     return raw
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """Complete lines `data[lo:hi]` (`hi` just after a newline) starting at file offset `start`;
+    or, when `too_long`, one line longer than the limit, without its bytes, spanning
+    `hi - lo` bytes from `start`."""
+
+    data: bytes
+    lo: int
+    hi: int
+    start: int
+    too_long: bool = False
+
+    @property
+    def end(self) -> int:
+        """The offset just after the block's last newline."""
+        return self.start + self.hi - self.lo
+
+
+def iter_blocks(fd: int, start: int, chunk: int, max_line: int) -> Iterator[Block]:
+    """The same complete lines as `iter_lines`, a block of whole lines per read.
+
+    One `pread` of `chunk` bytes gives one block (no copy of the bytes); a line that spans reads
+    comes as a block of its own, a line longer than `max_line` as a `too_long` block without its
+    bytes. Memory stays bounded by about `2 * chunk + max_line`.
+    """
+    read_pos = start
+    pending = bytearray()  # the beginning of a line that continues past the last read
+    pending_start = start
+    skipping = False
+    while True:
+        data = os.pread(fd, chunk, read_pos)
+        if not data:
+            return
+        base = read_pos
+        read_pos += len(data)
+        first = data.find(b"\n")
+        if first < 0:
+            if not skipping:
+                pending += data
+                if len(pending) > max_line:
+                    skipping = True
+                    pending.clear()
+            continue
+        lo = 0
+        if skipping or pending:
+            end = base + first + 1
+            if not skipping:
+                pending += data[:first + 1]
+                skipping = len(pending) - 1 > max_line
+                if not skipping:
+                    yield Block(bytes(pending), 0, len(pending), pending_start)
+                pending.clear()
+            if skipping:
+                yield Block(b"", 0, end - pending_start, pending_start, too_long=True)
+                skipping = False
+            lo = first + 1
+        last = data.rfind(b"\n")
+        if last + 1 > lo:
+            yield Block(data, lo, last + 1, base + lo)
+        pending_start = base + last + 1
+        if len(data) - last - 1 > max_line:
+            skipping = True
+        else:
+            pending += data[last + 1:]
