@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import CORPUS, read_json
 
 pytestmark = pytest.mark.e2e

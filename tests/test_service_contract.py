@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import oc_line, oc_session
+
 from usaged.service import STOP_TIMEOUT
 
 pytestmark = pytest.mark.e2e

@@ -208,7 +208,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     import json
 
     from usaged import status
-
     from usaged.config import load_lenient
 
     # lenient: an invalid edit must not hide the daemon's state; it is shown as a warning

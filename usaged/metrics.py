@@ -20,8 +20,8 @@ from zoneinfo import ZoneInfo
 from usaged.ledger import QUARTER, UNDATED_Q, Snapshot, Sums
 
 Level = Literal["ok", "warning", "critical"]
-PROJECTION_MIN_HOURS = 6.0
-REVIEW_ACTIVE = 168 * 3600.0  # session_review flags sessions active in the last 7 days  # no month-end projection before this much of the month has passed
+PROJECTION_MIN_HOURS = 6.0  # no month-end projection before this much of the month has passed
+REVIEW_ACTIVE = 168 * 3600.0  # session_review flags sessions active in the last 7 days
 
 
 @dataclass(frozen=True, slots=True)
