@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -131,8 +132,8 @@ def test_scan_with_a_bad_config_exits_2_with_one_line(case: str, tmp_path: Path)
     assert not (tmp_path / "state").exists()
 
 
-# `status` reads with a lenient config where it can; a file it cannot read at all still fails
-@pytest.mark.parametrize("case", ["not TOML", "missing file"])
+# `status` reads with a lenient config where it can; a named file that is missing still fails
+@pytest.mark.parametrize("case", ["missing file"])
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
 def test_status_with_an_unreadable_config_exits_2_with_one_line(case: str, as_json: bool,
                                                                 tmp_path: Path) -> None:
@@ -144,6 +145,22 @@ def test_status_with_an_unreadable_config_exits_2_with_one_line(case: str, as_js
     assert done.returncode == 2
     assert done.stdout == ""
     _one_error_line(done, needle, path)
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_status_with_a_broken_config_file_still_reports_with_a_warning(as_json: bool,
+                                                                       tmp_path: Path) -> None:
+    text, needle = BAD_CONFIGS["not TOML"]
+    path = tmp_path / "usaged.toml"
+    path.write_text(text)
+    done = usaged("--config", str(path), "status", *(["--json"] if as_json else []))
+    assert done.returncode == 3  # never started (found with the default settings)
+    warnings = done.stderr.strip().splitlines()
+    assert len(warnings) == 1 and needle in warnings[0] and "default settings" in warnings[0]
+    if as_json:
+        assert json.loads(done.stdout)["running"] is False
+    else:
+        assert done.stdout.startswith("usaged: not running")
 
 
 def test_usaged_config_env_var_names_the_config(tmp_path: Path) -> None:

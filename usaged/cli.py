@@ -15,8 +15,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from usaged import __version__, logs
-from usaged.config import Config, load
-from usaged.errors import EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_USAGE, UsagedError, UsageError
+from usaged.config import Config, from_mapping, load
+from usaged.errors import (
+    EXIT_FAILURE,
+    EXIT_NOT_RUNNING,
+    EXIT_USAGE,
+    ConfigError,
+    UsagedError,
+    UsageError,
+)
 
 EPILOG = """\
 exit codes: 0 done, 1 failure, 2 bad usage or config, 3 daemon not running (status)
@@ -72,10 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     init = csub.add_parser("init", help="write the documented example config")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     cset = csub.add_parser("set", help="set KEY to VALUE (e.g. budget.monthly_usd 75)")
-    cset.add_argument("key")
-    cset.add_argument("value")
+    cset.add_argument("key", help="dotted key, e.g. budget.monthly_usd (see `config show`)")
+    cset.add_argument("value", help="a TOML value: 75, 0.9, \"UTC\", '[\"~/a\"]'; a bare word "
+                                    "is a string")
     cunset = csub.add_parser("unset", help="remove KEY (back to its default)")
-    cunset.add_argument("key")
+    cunset.add_argument("key", help="dotted key, e.g. budget.monthly_usd")
     conf.set_defaults(func=cmd_config)
 
     demo = sub.add_parser(
@@ -153,10 +161,16 @@ def load_config(args: argparse.Namespace) -> Config:
 
 
 def parse_now(raw: str | None, config: Config) -> dt.datetime | None:
+    """An ISO-8601 instant; without an offset it is local to the configured zone, and a date
+    alone means the END of that day (`--now 2026-12-03` is "as of December 3")."""
     if raw is None:
         return None
     try:
-        value = dt.datetime.fromisoformat(raw)
+        if len(raw) == 10:
+            day = dt.date.fromisoformat(raw)
+            value = dt.datetime.combine(day, dt.time.max)
+        else:
+            value = dt.datetime.fromisoformat(raw)
     except ValueError:
         raise UsageError(f"--now: not an ISO-8601 date or time: {raw!r}") from None
     if value.tzinfo is None:
@@ -169,6 +183,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
     config = load_config(args)
     now = parse_now(args.now, config)
+    lock = pipeline.state_lock(config)
+    if not lock.acquire():
+        raise UsagedError(
+            f"the daemon is running (pid {lock.holder_pid()}) and keeps "
+            f"{pipeline.output_paths(config)[0]} current; `usaged status` shows the figures")
     ledger = pipeline.open_ledger(config)
     try:
         ingestor = pipeline.Ingestor(config, ledger)
@@ -180,15 +199,16 @@ def cmd_scan(args: argparse.Namespace) -> int:
         counters = ingestor.scan_all(progress)
         if progress:
             print("\r\033[K", end="", file=sys.stderr)
-        moment = now or pipeline.now_utc()
         scanned = pipeline.now_utc()
-        ledger.set_meta({"last_scan": str(scanned.timestamp())})
         daemon = {"state": "scan", "pid": os.getpid(), "watcher": None,
                   "last_scan": scanned.astimezone(config.zone).isoformat()}
-        doc = pipeline.build_document(config, ledger, moment, daemon)
+        doc = pipeline.build_document(config, ledger, now or scanned, daemon)
         json_path, html_path = pipeline.write_outputs(config, doc, ledger)
+        ledger.set_meta({"last_scan": str(scanned.timestamp()),
+                         "last_write": str(pipeline.now_utc().timestamp())})
     finally:
         ledger.close()
+        lock.release()
     month = doc["windows"]["month"]
     unread = f", {len(counters.unreadable)} unreadable" if counters.unreadable else ""
     print(f"scanned {counters.files_seen} files ({counters.files_read} read, "
@@ -211,7 +231,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     from usaged.config import load_lenient
 
     # lenient: an invalid edit must not hide the daemon's state; it is shown as a warning
-    config = load_lenient(args.config)
+    try:
+        config = load_lenient(args.config)
+    except ConfigError as exc:
+        if exc.key is not None or "file not found" in exc.reason:
+            raise
+        print(f"usaged: warning: {exc}; looking for the daemon with the default settings",
+              file=sys.stderr)
+        config = from_mapping({}, None, Path.home())
     for warning in config.warnings:
         print(f"usaged: warning: {warning}", file=sys.stderr)
     report = status.gather(config)
@@ -247,6 +274,9 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from usaged import demo
 
+    if args.log_level == "info":  # the demo prints its own story; daemon logs only on trouble
+        fmt = None if args.log_format == "auto" else args.log_format == "json"
+        logs.configure("warning", json=fmt)
     folder = Path(args.dir) if args.dir else None
     return demo.run(args.duration, args.interval, folder, sys.stdout)
 

@@ -15,7 +15,6 @@ from typing import Any
 
 from usaged import pipeline
 from usaged.config import Config
-from usaged.fsio import StateLock
 from usaged.ledger import Ledger
 
 
@@ -33,7 +32,7 @@ def _iso(ts: float | None, zone: Any) -> str | None:
 def gather(config: Config) -> dict[str, Any]:
     """The status report. Raises StateError for a corrupt or too-new state database."""
     db = config.state_dir / pipeline.DB_NAME
-    lock = StateLock(config.state_dir / "usaged.lock")
+    lock = pipeline.state_lock(config)
     running = lock.is_held()
     report: dict[str, Any] = {"running": running, "state": "running" if running else "stopped",
                               "state_dir": str(config.state_dir), "database": str(db),
