@@ -20,7 +20,7 @@ import structlog
 from usaged import failpoints, metrics, prometheus, render
 from usaged.config import Config
 from usaged.errors import StateError
-from usaged.fsio import atomic_write
+from usaged.fsio import StateLock, atomic_write
 from usaged.ledger import Ledger
 from usaged.pricing import Pricer, make_pricer
 from usaged.sources import FileLabel, Source, enabled_sources, is_regular_file
@@ -32,6 +32,7 @@ log = structlog.get_logger("usaged")
 BATCH_LINES = 5000  # commit at least this often while reading a long file
 REREAD = frozenset({Start.TRUNCATED, Start.REPLACED, Start.REWRITTEN})
 DB_NAME = "usaged.db"
+LOCK_NAME = "usaged.lock"
 Progress = Callable[[int, int, str], None]
 
 
@@ -339,3 +340,8 @@ def open_ledger(config: Config) -> Ledger:
 
 def now_utc() -> dt.datetime:
     return dt.datetime.fromtimestamp(time.time(), dt.UTC)
+
+
+def state_lock(config: Config) -> StateLock:
+    """The one-writer lock of a state directory (held by the daemon or a running scan)."""
+    return StateLock(config.state_dir / LOCK_NAME)
