@@ -119,8 +119,24 @@ def test_example_loads_without_warnings_and_every_key_it_sets_is_valid(tmp_path:
         assert cfg.get(key) == value, key
 
 
-def test_example_sets_every_threshold_of_the_issue(tmp_path: Path) -> None:
+def enabled_example(tmp_path: Path) -> Path:
+    """The example with its commented-out limits switched on, as a user would."""
+    text = re.sub(r"^# (monthly_usd|weekly_tokens|credit_usd|since) = ", r"\1 = ",
+                  EXAMPLE.read_text(), flags=re.M)
+    path = tmp_path / "enabled.toml"
+    path.write_text(text)
+    return path
+
+
+def test_example_limits_are_off_until_the_user_sets_them(tmp_path: Path) -> None:
     cfg = load(str(EXAMPLE), tmp_path)
+    assert cfg.get("budget.monthly_usd") is None
+    assert cfg.get("capacity.weekly_tokens") is None
+    assert cfg.get("balance.credit_usd") is None
+
+
+def test_example_sets_every_threshold_of_the_issue(tmp_path: Path) -> None:
+    cfg = load(str(enabled_example(tmp_path)), tmp_path)
     assert cfg.get("budget.monthly_usd") == 50
     assert cfg.get("capacity.weekly_tokens") == 800_000_000
     assert cfg.get("capacity.burn_window_hours") == 24
@@ -133,7 +149,7 @@ def test_example_sets_every_threshold_of_the_issue(tmp_path: Path) -> None:
 
 
 def test_example_values_reach_the_metrics_settings(tmp_path: Path) -> None:
-    s = pipeline.settings_from(load(str(EXAMPLE), tmp_path))
+    s = pipeline.settings_from(load(str(enabled_example(tmp_path)), tmp_path))
     assert (s.monthly_usd, s.weekly_tokens, s.credit_usd) == (50, 800_000_000, 100)
     assert s.balance_since == dt.date(2026, 1, 1)
     assert (s.warn_ratio, s.critical_ratio, s.balance_low_usd) == (0.8, 1.0, 10.0)

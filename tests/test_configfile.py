@@ -118,6 +118,7 @@ def test_show_without_a_file_shows_the_defaults(run: Run) -> None:
 
 def test_show_marks_values_that_differ_from_the_default(cfg: Path, run: Run) -> None:
     conf(run, cfg, "init")
+    conf(run, cfg, "set", "budget.monthly_usd", "50")
     keys = shown_keys(conf(run, cfg, "show")[1])
     assert keys["budget.monthly_usd"] == "50"
     assert keys["output.json_name"] == '"usage.json"  # default'
