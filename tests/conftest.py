@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import tomli_w
 
 from usaged import cli
@@ -54,6 +55,13 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
                 "USAGED_FAILPOINTS", "USAGED_IOFAIL"):
         monkeypatch.delenv(var, raising=False)
     return home
+
+
+@pytest.fixture(autouse=True)
+def fresh_logging() -> Iterator[None]:
+    """The CLI configures structlog per run; never let one test's stream leak into the next."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(autouse=True)

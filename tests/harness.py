@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,18 +17,26 @@ WAIT = 15.0
 
 
 class DaemonProc:
-    def __init__(self, config: Path, output: Path, env: dict[str, str] | None = None) -> None:
+    poll = 0.05  # seconds between looks at the dashboard while waiting
+    def __init__(self, config: Path, output: Path, env: dict[str, str] | None = None,
+                 preexec_fn: Callable[[], None] | None = None,
+                 launcher: list[str] | None = None) -> None:
+        """`preexec_fn` runs in the child before exec (setrlimit, setuid); `launcher` replaces
+        `-m usaged` (a test script that installs in-process fault injection first)."""
         self.config = config
         self.output = output
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.preexec_fn = preexec_fn
+        self.launcher = launcher or ["-m", "usaged"]
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = config.parent / f"daemon-{int(time.time() * 1000)}.log"
 
     def start(self, wait_ready: bool = True) -> DaemonProc:
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "usaged", "--config", str(self.config), "run"],
-            stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
+            [sys.executable, *self.launcher, "--config", str(self.config), "run"],
+            stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
+            preexec_fn=self.preexec_fn)
         if wait_ready:
             self.wait_for(lambda d: d.get("daemon", {}).get("pid") == self.proc_pid,
                           what="the daemon's first write")
@@ -56,7 +65,7 @@ class DaemonProc:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"daemon exited ({self.proc.returncode}) waiting for "
                                      f"{what}:\n{self.logs_text()[-3000:]}")
-            time.sleep(0.05)
+            time.sleep(self.poll)
         raise AssertionError(f"timed out waiting for {what}; last totals: "
                              f"{last and last['windows']['all_time']}\n"
                              f"{self.logs_text()[-3000:]}")
@@ -99,8 +108,6 @@ class DaemonProc:
         out = []
         for line in self.logs_text().splitlines():
             if line.startswith("{"):
-                try:
+                with contextlib.suppress(ValueError):
                     out.append(json.loads(line))
-                except ValueError:
-                    pass
         return out

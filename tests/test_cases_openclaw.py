@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import replay
 from conftest import CASES, read_json, usage_json
 from test_corpus import assert_bucket

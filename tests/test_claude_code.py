@@ -346,6 +346,20 @@ def test_sidechain_row_with_the_same_request_id_is_the_same_call(
     assert total(scan(run, make_config, tmp_path, root)) == 110
 
 
+def test_unknown_model_is_priced_once_the_config_names_it(tmp_path: Path, make_config: Any,
+                                                        run: Any) -> None:
+    root = tmp_path / "claude"
+    append(transcript(root), row(model="claude-zeta-9-20301231", input=1000, output=0))
+    before = scan(run, make_config, tmp_path, root)["windows"]["all_time"]
+    assert (before["unpriced_calls"], before["unpriced_tokens"]) == (1, 1000)
+    price = {"provider": "anthropic", "model": "claude-zeta-9-20301231", "input": 2.0}
+    code, _, err = run("--config", str(make_config(claude=[root], prices=[price])), "scan",
+                       "--now", NOW)
+    assert code == 0, err
+    after = usage_json(tmp_path)["windows"]["all_time"]
+    assert (after["unpriced_calls"], after["cost_usd"]) == (0, 0.002)
+
+
 # -- the ledger: running sums in step, any order, any batching ------------------------------
 
 _ROWS = [
@@ -427,7 +441,7 @@ def test_version_1_state_is_migrated_and_keeps_its_events(tmp_path: Path) -> Non
     db.close()
     ledger = Ledger.open(path)
     try:
-        assert ledger.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert ledger.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         indexes = {r[0] for r in ledger.conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert "events_msg_id" in indexes

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import CORPUS, read_json, usage_json
 
 KINDS = ("input", "output", "cacheRead", "cacheWrite", "total")

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import oc_line, oc_session
 
 pytestmark = pytest.mark.e2e

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import oc_line, oc_session, usage_json
+
 from usaged import tail
 
 

@@ -27,10 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+
+from usaged import failpoints
 from usaged.errors import StateError
 from usaged.values import CostSource, FileCursor, FileIdentity, PricedEvent, Tokens, UsageEvent
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 QUARTER = 900  # seconds: every zone offset in use is a multiple of 15 minutes
 UNDATED_Q = -(1 << 62)  # bucket of events without a usable timestamp (all-time only)
 
@@ -74,6 +77,34 @@ MIGRATIONS: dict[int, str] = {
     0: _DDL,
     # v2: find the events of a Claude Code message id (sidechain replays) without a full scan.
     1: "CREATE INDEX events_msg_id ON events (msg_id) WHERE msg_id IS NOT NULL",
+    # v3: events in arrival order (rowid) with the dedup key as a unique index: new events are
+    # appended instead of landing on random pages (a cold scan writes half as many pages); and
+    # the top sessions, the files with an error and the file counts are read from indexes
+    # instead of sorting or scanning every row on every write.
+    2: """
+CREATE TABLE events_v3 (
+    id INTEGER PRIMARY KEY, key INTEGER NOT NULL UNIQUE, source TEXT NOT NULL, ts REAL,
+    agent TEXT NOT NULL, session TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,
+    input INTEGER NOT NULL, output INTEGER NOT NULL, cache_read INTEGER NOT NULL,
+    cache_write INTEGER NOT NULL, cache_write_1h INTEGER NOT NULL, web_search INTEGER NOT NULL,
+    cost REAL, cost_source TEXT NOT NULL, line_cost REAL,
+    msg_id TEXT, request_id TEXT, sidechain INTEGER NOT NULL DEFAULT 0, path TEXT NOT NULL
+);
+INSERT INTO events_v3 (key, source, ts, agent, session, provider, model, input, output,
+    cache_read, cache_write, cache_write_1h, web_search, cost, cost_source, line_cost, msg_id,
+    request_id, sidechain, path)
+    SELECT key, source, ts, agent, session, provider, model, input, output, cache_read,
+    cache_write, cache_write_1h, web_search, cost, cost_source, line_cost, msg_id, request_id,
+    sidechain, path FROM events ORDER BY key;
+DROP TABLE events;
+ALTER TABLE events_v3 RENAME TO events;
+CREATE INDEX events_ts ON events (ts);
+CREATE INDEX events_msg_id ON events (msg_id) WHERE msg_id IS NOT NULL;
+CREATE INDEX sessions_total ON sessions ((input + output + cache_read + cache_write) DESC,
+    session);
+CREATE INDEX files_errors ON files (path) WHERE error IS NOT NULL;
+CREATE INDEX files_figures ON files (gone, bad_lines, error)
+""",
 }
 
 _EVENT_COLS = ("key, source, ts, agent, session, provider, model, input, output, cache_read, "
@@ -180,6 +211,28 @@ class CommitResult:
     replays_removed: int = 0  # counted sidechain replays taken out when their parent arrived
 
 
+# SQLite result codes of a write that may succeed later: busy, locked, I/O error, disk full.
+TRANSIENT_CODES = frozenset({5, 6, 10, 13})
+
+
+def transient(exc: BaseException) -> bool:
+    """A failed state write worth retrying (the disk is full, an I/O error, a busy lock)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.OperationalError) and isinstance(code, int) and (
+        code & 0xFF) in TRANSIENT_CODES
+
+
+def damaged(exc: sqlite3.DatabaseError) -> bool:
+    """The file is not a sound database (SQLITE_CORRUPT, SQLITE_NOTADB): set it aside."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return not isinstance(code, int) or (code & 0xFF) in (11, 26)
+
+
+# A few quick attempts for every write; past them the daemon backs off and rescans.
+_retry_write = retry(retry=retry_if_exception(transient), stop=stop_after_attempt(3),
+                     wait=wait_exponential(multiplier=0.05, max=0.5), reraise=True)
+
+
 def quarter(ts: float | None) -> int:
     return UNDATED_Q if ts is None else math.floor(ts / QUARTER)
 
@@ -190,22 +243,31 @@ class Ledger:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self.conn = conn
         self.path = path
+        self.lowest_touched: int | None = None  # see take_lowest_touched
 
     # -- opening ---------------------------------------------------------------------------
 
     @classmethod
     def open(cls, path: Path) -> Ledger:
+        """Open (or create) read-write. StateError when the file cannot be a usable ledger
+        (empty, damaged, foreign, newer): the caller may set it aside. Any other failure (disk
+        full, locked, unopenable) is raised as it is: the file may be fine and must be kept."""
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if path.exists() and path.stat().st_size == 0:  # SQLite would take it for a new one
+            raise StateError(f"{path}: an empty file, not a usaged state database")
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
         try:
-            conn = sqlite3.connect(path, isolation_level=None, timeout=30,
-                                   check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=30000")
             ledger = cls(conn, path)
             ledger._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StateError(f"{path}: not a usable usaged state database ({exc})") from None
+            ledger._check()
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.DatabaseError) and damaged(exc):
+                raise StateError(f"{path}: not a usable usaged state database ({exc})") from None
+            raise
         return ledger
 
     @classmethod
@@ -241,25 +303,38 @@ class Ledger:
                 version += 1
                 self.conn.execute(f"PRAGMA user_version = {version}")
 
+    def _check(self) -> None:
+        """Damaged pages behind a valid header would fail some later query: find them now."""
+        found = [str(r[0]) for r in self.conn.execute("PRAGMA quick_check(5)")]
+        if found != ["ok"]:
+            raise StateError(f"{self.path}: damaged state database ({'; '.join(found)})")
+
     def close(self) -> None:
         self.conn.close()
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        """All or nothing: a failing COMMIT (disk full) rolls back too, leaving no half-open
+        transaction behind for the next write."""
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield
+            failpoints.hit("ledger_before_commit")
+            failpoints.db_error("ledger_write")
+            self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
 
     # -- files -----------------------------------------------------------------------------
 
     def cursor(self, path: str) -> FileCursor | None:
+        """Where reading `path` stopped; None for a path never read (a row that only records
+        why it could not be read has inode 0)."""
         row = self.conn.execute(
             "SELECT path, source, dev, ino, head_hash, tail_hash, offset, size, mtime_ns, "
-            "bad_lines, events FROM files WHERE path = ?", (path,)).fetchone()
+            "bad_lines, events FROM files WHERE path = ? AND ino != 0", (path,)).fetchone()
         return _cursor(row) if row else None
 
     def cursors(self) -> dict[str, FileCursor]:
@@ -267,6 +342,13 @@ class Ledger:
             "SELECT path, source, dev, ino, head_hash, tail_hash, offset, size, mtime_ns, "
             "bad_lines, events FROM files WHERE gone = 0").fetchall()
         return {r[0]: _cursor(r) for r in rows}
+
+    def stat_marks(self) -> dict[str, tuple[int, int, int, int, int] | None]:
+        """(device, inode, size, mtime_ns, offset) of every tracked file not gone, None for a
+        file with an error: what a stat sweep compares with to skip unchanged files unopened."""
+        return {r[0]: None if r[6] else (r[1], r[2], r[3], r[4], r[5]) for r in self.conn.execute(
+            "SELECT path, dev, ino, size, mtime_ns, offset, error IS NOT NULL FROM files "
+            "WHERE gone = 0")}
 
     def moved_from(self, dev: int, ino: int, exclude: str) -> FileCursor | None:
         """A tracked file with this identity whose path is gone: the file was renamed."""
@@ -279,11 +361,25 @@ class Ledger:
                 return _cursor(row)
         return None
 
+    @_retry_write
     def mark_gone(self, paths: Iterable[str]) -> None:
+        """Files no longer on disk: their usage stays; a path that is gone is no problem."""
         with self.transaction():
-            self.conn.executemany("UPDATE files SET gone = 1, updated_at = ? WHERE path = ?",
-                                  [(time.time(), p) for p in paths])
+            self.conn.executemany(
+                "UPDATE files SET gone = 1, error = NULL, updated_at = ? WHERE path = ?",
+                [(time.time(), p) for p in paths])
 
+    @_retry_write
+    def clear_error(self, path: str) -> None:
+        """`path` can be read again: no longer a problem. A row that only recorded the problem
+        (never read: inode 0) goes away."""
+        with self.transaction():
+            self.conn.execute("DELETE FROM files WHERE path = ? AND ino = 0 AND events = 0",
+                              (path,))
+            self.conn.execute("UPDATE files SET error = NULL, updated_at = ? WHERE path = ?",
+                              (time.time(), path))
+
+    @_retry_write
     def set_file_error(self, path: str, source: str, error: str | None) -> None:
         with self.transaction():
             updated = self.conn.execute("UPDATE files SET error = ?, updated_at = ? WHERE path = ?",
@@ -296,6 +392,7 @@ class Ledger:
 
     # -- the one write path ----------------------------------------------------------------
 
+    @_retry_write
     def commit_batch(self, cursor: FileCursor, events: Sequence[PricedEvent],
                      reset: bool = False) -> CommitResult:
         """Upsert the events and store the file's new cursor, in ONE transaction.
@@ -304,78 +401,35 @@ class Ledger:
         The largest snapshot of a key wins (on a tie, the earliest timestamp); a larger one
         arriving later replaces the row and the running sums move by the difference only.
         """
-        new = dup = upgraded = removed = 0
-        deltas: dict[tuple[int, str, str, str, str], Sums] = {}
-        sdeltas: dict[tuple[str, str, str], tuple[Sums, float | None]] = {}
+        rows = [event_values(p.event, p.cost, p.cost_source) for p in events]
+        return self.commit_files([(cursor, rows, reset)])[0]
+
+    def commit_files(self, batches: Sequence[tuple[FileCursor, Sequence[EventValues], bool]]
+                     ) -> list[CommitResult]:
+        """Several files' batches and their new cursors, in ONE transaction: the rules of
+        `commit_batch` applied batch after batch, event after event. Events come as
+        `event_values` tuples (what parse workers send)."""
         with self.transaction():
-            for priced in events:
-                ev = priced.event
-                if ev.sidechain and self._is_replay(ev):
-                    dup += 1
-                    continue
-                old = self.conn.execute(
-                    "SELECT ts, source, agent, session, provider, model, input, output, "
-                    "cache_read, cache_write, cost FROM events WHERE key = ?", (ev.key,)
-                ).fetchone()
-                if old is not None:
-                    old_total = old[6] + old[7] + old[8] + old[9]
-                    bigger = ev.tokens.total > old_total
-                    earlier = (ev.tokens.total == old_total and ev.ts is not None
-                               and old[0] is not None and ev.ts < old[0])
-                    if not (bigger or earlier):
-                        dup += 1
-                        continue
-                    _subtract(deltas, sdeltas, old)
-                    upgraded += 1
-                else:
-                    new += 1
-                self.conn.execute(
-                    f"INSERT OR REPLACE INTO events ({_EVENT_COLS}) VALUES "
-                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (ev.key, ev.source, ev.ts, ev.agent, ev.session, ev.provider, ev.model,
-                     ev.tokens.input, ev.tokens.output, ev.tokens.cache_read,
-                     ev.tokens.cache_write, ev.tokens.cache_write_1h, ev.tokens.web_search,
-                     priced.cost, priced.cost_source, ev.line_cost, ev.msg_id, ev.request_id,
-                     int(ev.sidechain), cursor.path))
-                sums = Sums.of(ev.tokens, priced.cost)
-                _add(deltas, (quarter(ev.ts), ev.source, ev.agent, ev.provider, ev.model), sums)
-                _add_session(sdeltas, (ev.source, ev.agent, ev.session), sums, ev.ts)
-                if not ev.sidechain and ev.msg_id and ev.request_id:
-                    removed += self._remove_replays_of(ev, deltas, sdeltas)
-            self._apply(deltas, sdeltas)
-            if upgraded or removed:
-                self._drop_empty(deltas, sdeltas)
-            self._store_cursor(cursor, new + upgraded, reset)
-        return CommitResult(new=new, dup=dup, upgraded=upgraded, replays_removed=removed)
+            book = _Book(self.conn)
+            book.load(row for _, rows, _ in batches for row in rows)
+            results = []
+            for cursor, rows, _ in batches:
+                result = book.apply(rows, cursor.path)
+                results.append(result)
+                if result.upgraded or result.replays_removed:
+                    # a correction may empty a bucket or session row: drop it now, as a
+                    # transaction of its own would, before later batches add to it again
+                    self._apply(book.deltas, book.sdeltas)
+                    self._drop_empty(book.deltas, book.sdeltas)
+                    book.deltas, book.sdeltas = {}, {}
+            book.flush()
+            self._apply(book.deltas, book.sdeltas)
+            for (cursor, _, reset), result in zip(batches, results, strict=True):
+                self._store_cursor(cursor, result.new + result.upgraded, reset)
+        return results
 
-    # Claude Code rule 4: a sidechain row whose message id exists on a main-chain row under a
-    # different request id is a replay (a side question re-sending a parent message).
-
-    def _is_replay(self, ev: UsageEvent) -> bool:
-        if not ev.msg_id or not ev.request_id:
-            return False
-        return self.conn.execute(
-            "SELECT 1 FROM events WHERE msg_id = ? AND source = ? AND request_id IS NOT NULL "
-            "AND request_id != ? AND sidechain = 0 LIMIT 1",
-            (ev.msg_id, ev.source, ev.request_id)).fetchone() is not None
-
-    def _remove_replays_of(self, parent: UsageEvent,
-                           deltas: dict[tuple[int, str, str, str, str], Sums],
-                           sdeltas: dict[tuple[str, str, str], tuple[Sums, float | None]]
-                           ) -> int:
-        """Take out sidechain replays of `parent` counted before it arrived."""
-        rows = self.conn.execute(
-            "SELECT ts, source, agent, session, provider, model, input, output, cache_read, "
-            "cache_write, cost, key FROM events WHERE msg_id = ? AND source = ? "
-            "AND request_id IS NOT NULL AND request_id != ? AND sidechain = 1",
-            (parent.msg_id, parent.source, parent.request_id)).fetchall()
-        for row in rows:
-            _subtract(deltas, sdeltas, row)
-            self.conn.execute("DELETE FROM events WHERE key = ?", (row[11],))
-        return len(rows)
-
-    def _drop_empty(self, deltas: dict[tuple[int, str, str, str, str], Sums],
-                    sdeltas: dict[tuple[str, str, str], tuple[Sums, float | None]]) -> None:
+    def _drop_empty(self, deltas: dict[BucketKey, list[float]],
+                    sdeltas: dict[SessionKey, list[Any]]) -> None:
         """Bucket and session rows left without calls by a correction hold nothing: drop them."""
         self.conn.executemany(
             "DELETE FROM buckets WHERE q = ? AND source = ? AND agent = ? AND provider = ? "
@@ -400,8 +454,20 @@ class Ledger:
             (c.path, c.source, ident.dev, ident.ino, ident.head_hash, ident.tail_hash, c.offset,
              c.size, c.mtime_ns, c.bad_lines, counted, time.time(), int(reset)))
 
-    def _apply(self, deltas: dict[tuple[int, str, str, str, str], Sums],
-               sdeltas: dict[tuple[str, str, str], tuple[Sums, float | None]]) -> None:
+    def take_lowest_touched(self) -> int | None:
+        """The earliest quarter hour whose running sums changed since the last call (None:
+        none did). Lets a reader keep figures of older quarters (pipeline.FiguresCache)."""
+        lowest, self.lowest_touched = self.lowest_touched, None
+        return lowest
+
+    def _touch(self, q: int) -> None:
+        if self.lowest_touched is None or q < self.lowest_touched:
+            self.lowest_touched = q
+
+    def _apply(self, deltas: dict[BucketKey, list[float]],
+               sdeltas: dict[SessionKey, list[Any]]) -> None:
+        if deltas:
+            self._touch(min(k[0] for k in deltas))
         self.conn.executemany(
             "INSERT INTO buckets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT DO UPDATE SET calls = calls + excluded.calls, "
@@ -410,8 +476,7 @@ class Ledger:
             "cache_write = cache_write + excluded.cache_write, cost = cost + excluded.cost, "
             "unpriced_calls = unpriced_calls + excluded.unpriced_calls, "
             "unpriced_tokens = unpriced_tokens + excluded.unpriced_tokens",
-            [(*k, s.calls, s.input, s.output, s.cache_read, s.cache_write, s.cost,
-              s.unpriced_calls, s.unpriced_tokens) for k, s in deltas.items()])
+            [(*k, *acc) for k, acc in deltas.items()])
         self.conn.executemany(
             "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT DO UPDATE SET calls = calls + excluded.calls, "
@@ -422,13 +487,13 @@ class Ledger:
             "unpriced_tokens = unpriced_tokens + excluded.unpriced_tokens, "
             "last_ts = max(coalesce(last_ts, excluded.last_ts), "
             "coalesce(excluded.last_ts, last_ts))",
-            [(*k, s.calls, s.input, s.output, s.cache_read, s.cache_write, s.cost,
-              s.unpriced_calls, s.unpriced_tokens, ts) for k, (s, ts) in sdeltas.items()])
+            [(*k, *acc) for k, acc in sdeltas.items()])
 
     # -- reading ---------------------------------------------------------------------------
 
     def snapshot(self, now: float, cut_points: Iterable[float], session_limit: int,
-                 review_tokens: float | None) -> Snapshot:
+                 review_tokens: float | None, from_q: int = UNDATED_Q) -> Snapshot:
+        """`from_q`: leave out the buckets of earlier quarter hours (metrics.Settled has them)."""
         q_now = quarter(now)
         edges = frozenset({q_now, *(quarter(t) for t in cut_points if t <= now)})
         self.conn.execute("BEGIN")
@@ -438,12 +503,20 @@ class Ledger:
                 for r in self.conn.execute(
                     "SELECT q, source, agent, provider, model, calls, input, output, "
                     "cache_read, cache_write, cost, unpriced_calls, unpriced_tokens "
-                    "FROM buckets WHERE q < ?", (q_now,)))
+                    "FROM buckets WHERE q >= ? AND q < ?", (from_q, q_now)))
             edge_events = tuple(self._edge_events(edges, now))
             sessions, over = self._sessions(now, session_limit, review_tokens)
         finally:
             self.conn.execute("COMMIT")
         return Snapshot(now, buckets, edge_events, edges, sessions, over)
+
+    def buckets_before(self, q: int) -> Iterator[BucketRow]:
+        """The running sums of every quarter hour before `q` (undated ones included)."""
+        for r in self.conn.execute(
+                "SELECT q, source, agent, provider, model, calls, input, output, cache_read, "
+                "cache_write, cost, unpriced_calls, unpriced_tokens FROM buckets WHERE q < ?",
+                (q,)):
+            yield BucketRow(r[0], r[1], r[2], r[3], r[4], Sums(*r[5:]))
 
     def _edge_events(self, edges: frozenset[int], now: float) -> Iterator[EventRow]:
         for q in sorted(edges):
@@ -542,6 +615,7 @@ class Ledger:
     def _rebuild_aggregates(self) -> None:
         unpriced = ("CASE WHEN cost IS NULL THEN input + output + cache_read + cache_write "
                     "ELSE 0 END")
+        self._touch(UNDATED_Q)  # every quarter hour may have changed
         self.conn.execute("DELETE FROM buckets")
         self.conn.execute("DELETE FROM sessions")
         self.conn.execute(
@@ -557,6 +631,7 @@ class Ledger:
 
     # -- meta (heartbeat) ------------------------------------------------------------------
 
+    @_retry_write
     def set_meta(self, values: dict[str, str]) -> None:
         with self.transaction():
             self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
@@ -590,28 +665,164 @@ def _gone(path: str, dev: int, ino: int) -> bool:
     return (st.st_dev, st.st_ino) != (dev, ino)
 
 
-def _subtract(deltas: dict[tuple[int, str, str, str, str], Sums],
-              sdeltas: dict[tuple[str, str, str], tuple[Sums, float | None]],
-              row: Sequence[Any]) -> None:
-    """Move the running sums back by one stored event (ts, source, agent, session, provider,
-    model, input, output, cache_read, cache_write, cost, ...)."""
-    total = row[6] + row[7] + row[8] + row[9]
-    priced = row[10] is not None
-    sums = Sums(1, row[6], row[7], row[8], row[9], row[10] or 0.0, 0 if priced else 1,
-                0 if priced else total)
-    _add(deltas, (quarter(row[0]), row[1], row[2], row[4], row[5]), -sums)
-    _add_session(sdeltas, (row[1], row[2], row[3]), -sums, None)
+# -- the write path's working set -------------------------------------------------------------
+
+# An event as the events table holds it, path excluded (the order of _EVENT_COLS).
+EventValues = tuple[Any, ...]
+_KEY, _SOURCE, _TS, _AGENT, _SESSION, _PROVIDER, _MODEL = range(7)
+_INPUT, _OUTPUT, _CACHE_READ, _CACHE_WRITE, _COST = 7, 8, 9, 10, 13
+_MSG_ID, _REQUEST_ID, _SIDECHAIN = 16, 17, 18
+BucketKey = tuple[int, str, str, str, str]
+SessionKey = tuple[str, str, str]
+_CHUNK = 500  # SQL variables per IN (...) list
 
 
-def _add(d: dict[tuple[int, str, str, str, str], Sums],
-         k: tuple[int, str, str, str, str], s: Sums) -> None:
-    d[k] = d[k] + s if k in d else s
+def event_values(ev: UsageEvent, cost: float | None, cost_source: CostSource) -> EventValues:
+    """A priced event as the events table holds it (path excluded)."""
+    t = ev.tokens
+    return (ev.key, ev.source, ev.ts, ev.agent, ev.session, ev.provider, ev.model, t.input,
+            t.output, t.cache_read, t.cache_write, t.cache_write_1h, t.web_search, cost,
+            cost_source, ev.line_cost, ev.msg_id, ev.request_id, int(ev.sidechain))
 
 
-def _add_session(d: dict[tuple[str, str, str], tuple[Sums, float | None]],
-                 k: tuple[str, str, str], s: Sums, ts: float | None) -> None:
-    if k in d:
-        old, old_ts = d[k]
-        d[k] = (old + s, max((t for t in (old_ts, ts) if t is not None), default=None))
-    else:
-        d[k] = (s, ts)
+class _Book:
+    """The events one transaction can touch, held in memory while its batches are applied.
+
+    `load` reads every stored row a rule could consult (the same key; for Claude Code rows
+    with a request id, every row of the same message id), so applying the rules here gives
+    exactly what one SQL statement per event would, with a few bulk reads and writes.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.rows: dict[int, tuple[Any, ...]] = {}
+        self.by_msg: dict[tuple[str, str], set[int]] = {}
+        self.written: set[int] = set()
+        self.deleted: set[int] = set()
+        self.deltas: dict[BucketKey, list[float]] = {}
+        self.sdeltas: dict[SessionKey, list[Any]] = {}
+
+    def load(self, rows: Iterable[EventValues]) -> None:
+        keys: set[int] = set()
+        msgs: dict[str, set[str]] = {}
+        for r in rows:
+            keys.add(r[_KEY])
+            if r[_MSG_ID] and r[_REQUEST_ID]:
+                msgs.setdefault(r[_SOURCE], set()).add(r[_MSG_ID])
+        for part in _chunks(sorted(keys)):
+            self._keep_all(self.conn.execute(
+                f"SELECT {_EVENT_COLS} FROM events WHERE key IN ({_marks(len(part))})", part))
+        for source, ids in msgs.items():
+            for part in _chunks(sorted(ids)):
+                self._keep_all(self.conn.execute(
+                    f"SELECT {_EVENT_COLS} FROM events WHERE source = ? AND msg_id IN "
+                    f"({_marks(len(part))})", (source, *part)))
+
+    def apply(self, rows: Iterable[EventValues], path: str) -> CommitResult:
+        new = dup = upgraded = removed = 0
+        for r in rows:
+            key, msg_id, request_id = r[_KEY], r[_MSG_ID], r[_REQUEST_ID]
+            chained = bool(msg_id and request_id)
+            if r[_SIDECHAIN] and chained and self._main_row_of(r):
+                dup += 1  # Claude Code rule 4: a replay of a main-chain message
+                continue
+            old = self.rows.get(key)
+            if old is not None:
+                total = r[_INPUT] + r[_OUTPUT] + r[_CACHE_READ] + r[_CACHE_WRITE]
+                old_total = old[_INPUT] + old[_OUTPUT] + old[_CACHE_READ] + old[_CACHE_WRITE]
+                earlier = (total == old_total and r[_TS] is not None and old[_TS] is not None
+                           and r[_TS] < old[_TS])
+                if not (total > old_total or earlier):
+                    dup += 1
+                    continue
+                self._drop(old)
+                upgraded += 1
+            else:
+                new += 1
+            row = (*r, path)
+            self._keep(row)
+            self.written.add(key)
+            self.deleted.discard(key)
+            self._move(row, 1)
+            if chained and not r[_SIDECHAIN]:
+                removed += self._remove_replays_of(row)
+        return CommitResult(new=new, dup=dup, upgraded=upgraded, replays_removed=removed)
+
+    def flush(self) -> None:
+        """Write the events that changed (the running sums are the ledger's to write)."""
+        if self.deleted:
+            self.conn.executemany("DELETE FROM events WHERE key = ?",
+                                  [(k,) for k in sorted(self.deleted)])
+        if self.written:
+            self.conn.executemany(
+                f"INSERT OR REPLACE INTO events ({_EVENT_COLS}) VALUES ({_marks(20)})",
+                [self.rows[k] for k in sorted(self.written)])
+
+    # Claude Code rule 4: a sidechain row whose message id exists on a main-chain row under a
+    # different request id is a replay (a side question re-sending a parent message).
+
+    def _main_row_of(self, r: EventValues) -> bool:
+        for k in self.by_msg.get((r[_SOURCE], r[_MSG_ID]), ()):
+            o = self.rows[k]
+            if not o[_SIDECHAIN] and o[_REQUEST_ID] is not None \
+                    and o[_REQUEST_ID] != r[_REQUEST_ID]:
+                return True
+        return False
+
+    def _remove_replays_of(self, parent: tuple[Any, ...]) -> int:
+        """Take out sidechain replays of `parent` counted before it arrived."""
+        gone = [o for k in self.by_msg.get((parent[_SOURCE], parent[_MSG_ID]), ())
+                if (o := self.rows[k])[_SIDECHAIN] and o[_REQUEST_ID] is not None
+                and o[_REQUEST_ID] != parent[_REQUEST_ID]]
+        for o in gone:
+            self._drop(o)
+            del self.rows[o[_KEY]]
+            self.written.discard(o[_KEY])
+            self.deleted.add(o[_KEY])
+        return len(gone)
+
+    def _keep_all(self, rows: Iterable[Sequence[Any]]) -> None:
+        for row in rows:
+            self._keep(tuple(row))
+
+    def _keep(self, row: tuple[Any, ...]) -> None:
+        self.rows[row[_KEY]] = row
+        if row[_MSG_ID] is not None:
+            self.by_msg.setdefault((row[_SOURCE], row[_MSG_ID]), set()).add(row[_KEY])
+
+    def _drop(self, row: tuple[Any, ...]) -> None:
+        """Forget a stored row about to be replaced or deleted; its sums move back."""
+        if row[_MSG_ID] is not None:
+            self.by_msg[(row[_SOURCE], row[_MSG_ID])].discard(row[_KEY])
+        self._move(row, -1)
+
+    def _move(self, r: tuple[Any, ...], sign: int) -> None:
+        """Move the running sums by one event, forward (1) or back (-1)."""
+        cost = r[_COST]
+        tokens = (r[_INPUT], r[_OUTPUT], r[_CACHE_READ], r[_CACHE_WRITE])
+        unpriced = (0, 0) if cost is not None else (1, sum(tokens))
+        values = (1, *tokens, cost or 0.0, *unpriced)
+        bucket = (quarter(r[_TS]), r[_SOURCE], r[_AGENT], r[_PROVIDER], r[_MODEL])
+        acc = self.deltas.get(bucket)
+        if acc is None:
+            acc = self.deltas[bucket] = [0, 0, 0, 0, 0, 0.0, 0, 0]
+        for i, v in enumerate(values):
+            acc[i] += sign * v
+        session = (r[_SOURCE], r[_AGENT], r[_SESSION])
+        sacc = self.sdeltas.get(session)
+        if sacc is None:
+            sacc = self.sdeltas[session] = [0, 0, 0, 0, 0, 0.0, 0, 0, None]
+        for i, v in enumerate(values):
+            sacc[i] += sign * v
+        ts = r[_TS] if sign > 0 else None
+        if ts is not None and (sacc[8] is None or ts > sacc[8]):
+            sacc[8] = ts
+
+
+def _chunks(items: list[Any]) -> Iterator[list[Any]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i:i + _CHUNK]
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)

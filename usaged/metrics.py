@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from usaged.ledger import QUARTER, UNDATED_Q, Snapshot, Sums
+from usaged.ledger import QUARTER, UNDATED_Q, BucketRow, Snapshot, Sums, quarter
 
 Level = Literal["ok", "warning", "critical"]
 PROJECTION_MIN_HOURS = 6.0  # no month-end projection before this much of the month has passed
@@ -112,6 +112,84 @@ class _Acc:
         return math.fsum(self.costs)
 
 
+@dataclass(slots=True)
+class Settled:
+    """The figures of every quarter hour before `until_q`, which no window but all-time reaches
+    (nor the balance, unless it started earlier): the days, the tables, all-time. Built once by
+    `settle` and merged into `compute` while none of those quarter hours changes, so a write
+    reads only the recent buckets (the daemon keeps one: pipeline.FiguresCache)."""
+
+    until_q: int
+    zone: str
+    balance_from: float
+    all_time: _Acc = field(default_factory=_Acc)
+    daily: dict[dt.date, _Acc] = field(default_factory=dict)
+    models: dict[tuple[str, str, str], _Acc] = field(default_factory=dict)
+    sources: dict[str, _Acc] = field(default_factory=dict)
+    agents: dict[tuple[str, str], _Acc] = field(default_factory=dict)
+    balance: _Acc = field(default_factory=_Acc)
+
+
+def settled_until(settings: Settings, now: dt.datetime) -> int:
+    """The first quarter hour any window other than all-time can reach: the earliest window
+    start (usually the start of last month)."""
+    starts = [w.start.timestamp() for w in windows(now, settings.zone).values() if w.start]
+    return quarter(min([*starts, now.timestamp() - settings.burn_window_hours * 3600]))
+
+
+def settle(rows: Iterable[BucketRow], settings: Settings, until_q: int) -> Settled:
+    """The settled figures of `rows` (buckets before `until_q`). Costs are kept as exact
+    partial sums, so merging them gives what adding every bucket's cost would."""
+    zone = settings.zone
+    out = Settled(until_q, zone.key, balance_start_ts(settings))
+    days: dict[int, dt.date] = {}
+    for b in rows:
+        if b.q >= until_q:
+            raise ValueError(f"bucket {b.q} is not before {until_q}")
+        out.all_time.add(b.sums)
+        _acc(out.models, (b.source, b.provider, b.model)).add(b.sums)
+        _acc(out.sources, b.source).add(b.sums)
+        _acc(out.agents, (b.source, b.agent)).add(b.sums)
+        if b.q == UNDATED_Q:
+            continue
+        day = days.get(b.q)
+        if day is None:
+            day = days[b.q] = dt.datetime.fromtimestamp(b.q * QUARTER, zone).date()
+        _acc(out.daily, day).add(b.sums)
+        if b.q * QUARTER >= out.balance_from:
+            out.balance.add(b.sums)
+    for acc in (out.all_time, out.balance, *out.daily.values(), *out.models.values(),
+                *out.sources.values(), *out.agents.values()):
+        acc.costs = _partials(acc.costs)
+    return out
+
+
+def _partials(costs: list[float]) -> list[float]:
+    """Non-overlapping floats whose exact sum is the exact sum of `costs` (Shewchuk), so that
+    math.fsum(partials + more) == math.fsum(costs + more)."""
+    partials: list[float] = []
+    for x in costs:
+        i = 0
+        for y in partials:
+            if abs(x) < abs(y):
+                x, y = y, x
+            hi = x + y
+            lo = y - (hi - x)
+            if lo:
+                partials[i] = lo
+                i += 1
+            x = hi
+        partials[i:] = [x]
+    return partials
+
+
+def balance_start_ts(settings: Settings) -> float:
+    """Where the balance starts counting (local midnight of `balance_since`), as epoch s."""
+    if settings.balance_since is None:
+        return math.inf
+    return _midnight(settings.balance_since, settings.zone).timestamp()
+
+
 def cut_points(settings: Settings, now: float) -> list[float]:
     """Instants inside quarter hours where a window starts: the ledger returns raw events there."""
     return [now - 168 * 3600, now - settings.burn_window_hours * 3600]
@@ -142,9 +220,12 @@ def _midnight(day: dt.date, zone: ZoneInfo) -> dt.datetime:
     return aware if back.replace(tzinfo=None) == naive else back
 
 
-def compute(snap: Snapshot, settings: Settings, health: Health, now: dt.datetime
-            ) -> dict[str, Any]:
-    """All figures of usage.json except `generated_at` and daemon state (added by render)."""
+def compute(snap: Snapshot, settings: Settings, health: Health, now: dt.datetime,
+            settled: Settled | None = None) -> dict[str, Any]:
+    """All figures of usage.json except `generated_at` and daemon state (added by render).
+
+    With `settled`, the snapshot holds only the buckets from `settled.until_q` on and the
+    settled figures stand for the older ones: the result is the same."""
     now = now.astimezone(dt.UTC)
     zone = settings.zone
     wins = windows(now, zone)
@@ -181,6 +262,11 @@ def compute(snap: Snapshot, settings: Settings, health: Health, now: dt.datetime
             burn.merge(acc)
         if ts >= balance_from:
             balance.merge(acc)
+    if settled is not None:
+        accs["all_time"].merge(settled.all_time)
+        balance.merge(settled.balance)
+        for day, acc in settled.daily.items():
+            _acc(daily, day).merge(acc)
     month = wins["month"]
     month_unpriced_models = {m for ts, names in unpriced_at.items()
                              if ts is not None and month.holds(ts) for m in names}
@@ -188,6 +274,11 @@ def compute(snap: Snapshot, settings: Settings, health: Health, now: dt.datetime
     models: dict[tuple[str, str, str], _Acc] = {}
     sources: dict[str, _Acc] = {}
     agents: dict[tuple[str, str], _Acc] = {}
+    if settled is not None:
+        for table, done in ((models, settled.models), (sources, settled.sources),
+                            (agents, settled.agents)):
+            for key, acc in done.items():
+                _acc(table, key).merge(acc)
     for (src, agent, provider, model), acc in groups.items():
         _acc(models, (src, provider, model)).merge(acc)
         _acc(sources, src).merge(acc)

@@ -15,14 +15,17 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from usaged.values import Skip, UsageEvent
+from usaged.values import Skip, Tokens, UsageEvent
 
 T = TypeVar("T")
 
 
 def dedup_key(*parts: object) -> int:
     """A stable signed 64-bit hash of the parts (fits SQLite's INTEGER PRIMARY KEY)."""
-    text = "\x1f".join("" if p is None else str(p) for p in parts)
+    try:
+        text = "\x1f".join(parts)  # type: ignore[arg-type]  # all str: the common case
+    except TypeError:
+        text = "\x1f".join("" if p is None else str(p) for p in parts)
     digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
@@ -104,6 +107,18 @@ def first_count(usage: dict[str, Any], *names: str) -> int:
     return 0
 
 
+# One call never comes near these; figures beyond them are garbage, and would overflow the
+# ledger's 64-bit running sums (a crash on every start: a poison line).
+MAX_COUNT = 10**12  # tokens of one kind, or web searches, in one call
+MAX_COST = 1e6  # USD for one call
+
+
+def implausible(tokens: Tokens, cost: float | None) -> bool:
+    """Usage no real call has: the line is bad (counted as such), not summed."""
+    return (max(tokens.input, tokens.output, tokens.cache_read, tokens.cache_write,
+                tokens.web_search) > MAX_COUNT or (cost is not None and cost > MAX_COST))
+
+
 def money(value: Any) -> float | None:
     """A recorded USD amount: a finite number >= 0, else None (unknown)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -125,8 +140,8 @@ _OPEN, _CLOSE = ord("{"), ord("}")
 
 @dataclass(slots=True)
 class BlockParse:
-    """What the lines of one block gave: events in line order, bad lines as (offset, length,
-    reason), and how many lines there were."""
+    """What the lines of one block gave: events in line order, bad lines as (offset, bytes
+    with the newline, reason), and how many lines there were."""
 
     events: list[UsageEvent] = field(default_factory=list)
     bad: list[tuple[int, int, Skip]] = field(default_factory=list)
@@ -155,12 +170,12 @@ def parse_block(data: bytes, lo: int, hi: int, start: int,
         nl = find(b"\n", pos, hi)
         lines += 1
         if nl - pos > max_line:
-            bad.append((start + pos - lo, nl - pos, Skip.TOO_LONG))
+            bad.append((start + pos - lo, nl + 1 - pos, Skip.TOO_LONG))
         elif nxt < nl or data[pos] != _OPEN or data[nl - 1] != _CLOSE:
             result = parse_line(clean_line(data[pos:nl]))
             if isinstance(result, Skip):
                 if result.is_bad:
-                    bad.append((start + pos - lo, nl - pos, result))
+                    bad.append((start + pos - lo, nl + 1 - pos, result))
             else:
                 events.append(result)
         if nxt < nl:

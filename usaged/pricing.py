@@ -11,6 +11,7 @@ Pure: the table is loaded once and passed around.
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from collections.abc import Mapping
@@ -93,22 +94,35 @@ class Pricer:
     table: PriceTable
     overrides: Mapping[tuple[str, str], Rates]
     normalised_overrides: Mapping[tuple[str, str], Rates] = field(default_factory=dict)
+    # (provider, model) -> the rates that apply and where they come from, looked up once
+    found: dict[tuple[str, str], tuple[Rates | None, CostSource]] = field(
+        default_factory=dict, repr=False, compare=False)
 
     def price(self, event: UsageEvent) -> PricedEvent:
+        return PricedEvent(event, *self.price_of(event))
+
+    def price_of(self, event: UsageEvent) -> tuple[float | None, CostSource]:
+        """The cost of one event and where it comes from (`price` without the wrapper)."""
         if event.line_cost is not None:
-            return PricedEvent(event, event.line_cost, "line")
-        cost, source = self.cost_of(event.provider, event.model, event.tokens)
-        return PricedEvent(event, cost, source)
+            return event.line_cost, "line"
+        return self.cost_of(event.provider, event.model, event.tokens)
 
     def cost_of(self, provider: str, model: str, tokens: Tokens) -> tuple[float | None,
                                                                           CostSource]:
+        found = self.found.get((provider, model))
+        if found is None:
+            found = self.found[(provider, model)] = self._rates_for(provider, model)
+        rates, source = found
+        return (None, source) if rates is None else (rates.cost(tokens), source)
+
+    def _rates_for(self, provider: str, model: str) -> tuple[Rates | None, CostSource]:
         rates = self.overrides.get((provider, model)) or self.normalised_overrides.get(
             (provider, normalise_model(model)))
         if rates is not None:
-            return rates.cost(tokens), "config"
+            return rates, "config"
         rates = self.table.lookup(provider, model)
         if rates is not None:
-            return rates.cost(tokens), "table"
+            return rates, "table"
         return None, "none"
 
     def __call__(self, provider: str, model: str, tokens: Tokens) -> tuple[float | None,
@@ -117,6 +131,7 @@ class Pricer:
         return self.cost_of(provider, model, tokens)
 
 
+@functools.lru_cache(maxsize=4096)
 def normalise_model(model: str) -> str:
     """One id per model, as Anthropic writes it.
 

@@ -12,11 +12,12 @@ import functools
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
-import markupsafe
 import msgspec
+
+if TYPE_CHECKING:
+    import jinja2
 
 SCHEMA = 1
 
@@ -50,7 +51,10 @@ _UNITS = ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k"))
 
 @functools.cache
 def _environment() -> jinja2.Environment:
-    """Built once per process: compiling the template costs far more than rendering it."""
+    """Built once per process: compiling the template costs far more than rendering it.
+    (jinja2 is imported here, not above: `usaged status` renders no page.)"""
+    import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("usaged", "templates"),
         autoescape=True,
@@ -69,6 +73,8 @@ def render_html(doc: dict[str, Any], refresh_seconds: int = 60, chart_days: int 
     script_hash = base64.b64encode(hashlib.sha256(_AGE_SCRIPT.encode()).digest()).decode()
     csp = (f"default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
            f"script-src 'sha256-{script_hash}'; base-uri 'none'; form-action 'none'")
+    import markupsafe
+
     script = markupsafe.Markup(_AGE_SCRIPT)  # noqa: S704 (our constant, never data)
     template = _environment().get_template("dashboard.html.j2")
     return template.render(

@@ -41,10 +41,12 @@ class Skip(enum.Enum):
     BAD_UTF8 = "bad_utf8"
     BAD_SHAPE = "bad_shape"  # JSON, but not an object
     TOO_LONG = "too_long"
+    BAD_VALUE = "bad_value"  # usage figures no call has (see parse.implausible)
 
     @property
     def is_bad(self) -> bool:
-        return self in (Skip.BAD_JSON, Skip.BAD_UTF8, Skip.BAD_SHAPE, Skip.TOO_LONG)
+        return self in (Skip.BAD_JSON, Skip.BAD_UTF8, Skip.BAD_SHAPE, Skip.TOO_LONG,
+                        Skip.BAD_VALUE)
 
 
 @dataclass(frozen=True, slots=True)

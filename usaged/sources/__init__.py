@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -31,8 +31,9 @@ class Source(Protocol):
     def roots(self, config: Config, env: Mapping[str, str]) -> list[Path]:
         """The folders this source reads, resolved to real paths where they exist."""
 
-    def discover(self, root: Path) -> Iterator[Path]:
-        """Every transcript file under `root` that this source counts."""
+    def discover(self, root: Path, on_error: FolderError | None = None) -> Iterator[Path]:
+        """Every transcript file under `root` that this source counts. A folder that exists but
+        cannot be listed (permission denied) is reported to `on_error`, never skipped silently."""
 
     def wants(self, path: Path, root: Path) -> bool:
         """Whether a path (seen in an event) is a transcript this source counts."""
@@ -45,6 +46,16 @@ class Source(Protocol):
 
     def parse_line(self, line: bytes, label: FileLabel) -> UsageEvent | Skip:
         """One complete line (no newline) -> a usage event or why there is none."""
+
+
+FolderError = Callable[[Path, OSError], None]
+
+
+def folder_error(folder: Path, exc: OSError, on_error: FolderError | None) -> None:
+    """Report an unlistable folder; a missing one (or a file where a folder was expected) is
+    simply not there."""
+    if on_error is not None and not isinstance(exc, FileNotFoundError | NotADirectoryError):
+        on_error(folder, exc)
 
 
 def is_regular_file(path: str | Path) -> bool:

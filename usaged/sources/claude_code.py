@@ -10,6 +10,7 @@ ledger keeps the largest snapshot of a key and drops sidechain replays (Ledger.c
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,9 @@ from typing import Any
 import msgspec
 
 from usaged.config import Config
-from usaged.parse import count, decode_line, dedup_key, iso_to_epoch, money, text
+from usaged.parse import count, decode_line, dedup_key, implausible, iso_to_epoch, money, text
 from usaged.pricing import normalise_model
-from usaged.sources import FileLabel, is_regular_file
+from usaged.sources import FileLabel, FolderError, folder_error
 from usaged.values import Skip, SourceName, Tokens, UsageEvent
 
 DEFAULT_DIRS = (".claude", ".config/claude")
@@ -75,13 +76,13 @@ class ClaudeCodeSource:
             raw = [config.home / d for d in DEFAULT_DIRS]
         return list(dict.fromkeys(_real(p) for p in raw))
 
-    def discover(self, root: Path) -> Iterator[Path]:
+    def discover(self, root: Path, on_error: FolderError | None = None) -> Iterator[Path]:
         """Every *.jsonl under projects/, in path order; symlinked folders are followed, each
         real folder and each real file is visited once (loop-safe)."""
         projects = root / PROJECTS
         seen_dirs: set[tuple[int, int]] = set()
         seen_files: set[tuple[int, int]] = set()
-        yield from _walk(projects, seen_dirs, seen_files)
+        yield from _walk(projects, seen_dirs, seen_files, on_error)
 
     def wants(self, path: Path, root: Path) -> bool:
         try:
@@ -135,6 +136,8 @@ def _event(row: _Row, outer: _Line, sidechain: bool, label: FileLabel) -> UsageE
         return Skip.NOT_A_CALL
     tokens = usage_tokens(msg.usage)
     line_cost = money(row.costUSD)
+    if implausible(tokens, line_cost):
+        return Skip.BAD_VALUE
     if tokens.total == 0 and tokens.web_search == 0 and not line_cost:
         return Skip.NOT_A_CALL
     session = text(row.sessionId) or text(outer.sessionId) or label.session
@@ -203,13 +206,14 @@ def _cheap_skip(line: bytes) -> Skip:
     return decoded if isinstance(decoded, Skip) else Skip.NO_USAGE
 
 
-def _walk(folder: Path, seen_dirs: set[tuple[int, int]], seen_files: set[tuple[int, int]]
-          ) -> Iterator[Path]:
+def _walk(folder: Path, seen_dirs: set[tuple[int, int]], seen_files: set[tuple[int, int]],
+          on_error: FolderError | None) -> Iterator[Path]:
     """Files of a folder first (sessions before their subagents), then its subfolders."""
     try:
         st = folder.stat()
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except OSError:
+    except OSError as exc:
+        folder_error(folder, exc, on_error)
         return
     if (st.st_dev, st.st_ino) in seen_dirs:
         return
@@ -218,18 +222,20 @@ def _walk(folder: Path, seen_dirs: set[tuple[int, int]], seen_files: set[tuple[i
     for entry in entries:
         try:
             if entry.is_dir():  # follows symlinks
-                subfolders.append(Path(entry.path))
+                subfolders.append(folder / entry.name)
                 continue
-            if not entry.name.endswith(SUFFIX) or not is_regular_file(entry.path):
+            if not entry.name.endswith(SUFFIX):
                 continue
-            fst = entry.stat()
+            fst = entry.stat()  # follows symlinks: one stat tells a regular file and its inode
         except OSError:
+            continue
+        if not stat.S_ISREG(fst.st_mode):
             continue
         if (fst.st_dev, fst.st_ino) not in seen_files:
             seen_files.add((fst.st_dev, fst.st_ino))
-            yield Path(entry.path)
+            yield folder / entry.name  # cheaper than parsing entry.path again
     for sub in subfolders:
-        yield from _walk(sub, seen_dirs, seen_files)
+        yield from _walk(sub, seen_dirs, seen_files, on_error)
 
 
 def _stem(name: str) -> str:

@@ -15,8 +15,17 @@ from typing import Any
 import msgspec
 
 from usaged.config import Config
-from usaged.parse import decode_line, dedup_key, first_count, iso_to_epoch, money, ms_to_epoch, text
-from usaged.sources import FileLabel, is_regular_file
+from usaged.parse import (
+    decode_line,
+    dedup_key,
+    first_count,
+    implausible,
+    iso_to_epoch,
+    money,
+    ms_to_epoch,
+    text,
+)
+from usaged.sources import FileLabel, FolderError, folder_error, is_regular_file
 from usaged.values import Skip, SourceName, Tokens, UsageEvent
 
 LEGACY_DIRS = (".clawdbot", ".moltbot", ".moldbot")
@@ -52,17 +61,19 @@ class OpenClawSource:
             return [_real(config.expand(r)) for r in configured]
         return [_real(state_dir(env, config.home))]
 
-    def discover(self, root: Path) -> Iterator[Path]:
+    def discover(self, root: Path, on_error: FolderError | None = None) -> Iterator[Path]:
         agents = root / "agents"
         try:
             agent_dirs = sorted(os.scandir(agents), key=lambda e: e.name)
-        except OSError:
+        except OSError as exc:
+            folder_error(agents, exc, on_error)
             return
         for agent in agent_dirs:
             sessions = Path(agent.path) / "sessions"
             try:
                 names = sorted(e.name for e in os.scandir(sessions))
-            except OSError:
+            except OSError as exc:
+                folder_error(sessions, exc, on_error)
                 continue
             for name in names:
                 path = sessions / name
@@ -104,6 +115,8 @@ class OpenClawSource:
         )
         cost_obj = usage.get("cost")
         line_cost = money(cost_obj.get("total")) if isinstance(cost_obj, dict) else None
+        if implausible(tokens, line_cost):
+            return Skip.BAD_VALUE
         if tokens.total == 0 and not line_cost:
             return Skip.NOT_A_CALL
         ts = iso_to_epoch(decoded.timestamp)
