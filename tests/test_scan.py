@@ -167,3 +167,12 @@ def test_bad_now_is_a_usage_error(tmp_path: Path, make_config: Any, run: Any) ->
     code, _, err = run("--config", str(cfg), "scan", "--now", "yesterday")
     assert code == 2
     assert err.strip() == "usaged: --now: not an ISO-8601 date or time: 'yesterday'"
+
+
+def test_fork_files_are_labelled_by_their_own_session_id() -> None:
+    from usaged.sources.openclaw import session_id
+
+    assert session_id("2025-12-29T20-00-00-003Z_3e530905-9aea.jsonl") == "3e530905-9aea"
+    assert session_id("abc.jsonl.deleted.2026-01-23T12-00-00.003Z") == "abc"
+    assert session_id("sid.checkpoint.7.jsonl") == "sid"
+    assert session_id("u-topic-42.jsonl") == "u-topic-42"

@@ -29,6 +29,7 @@ from usaged.sources import FileLabel, FolderError, folder_error, is_regular_file
 from usaged.values import Skip, SourceName, Tokens, UsageEvent
 
 LEGACY_DIRS = (".clawdbot", ".moltbot", ".moldbot")
+FORK = re.compile(r"^\d{4}-\d{2}-\d{2}T[\d-]+(?:\.\d+)?Z_(.+)$")
 ARCHIVE = re.compile(r"\.jsonl\.(deleted|reset|bak)\.[^/]+$")
 IGNORED_SUFFIXES = (".lock", ".tmp")
 
@@ -157,10 +158,13 @@ def counts_name(name: str) -> bool:
 
 
 def session_id(name: str) -> str:
+    """The session a file belongs to: `<ISO>_<uuid>` forks and `<sid>.checkpoint.<id>` copies
+    are labelled by their own uuid / session id, archives by the file they were."""
     base = name.split(".jsonl", 1)[0]
     if ".checkpoint." in base:
         base = base.split(".checkpoint.", 1)[0]
-    return base
+    fork = FORK.match(base)
+    return fork.group(1) if fork else base
 
 
 def _real(path: Path) -> Path:
