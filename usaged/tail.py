@@ -14,6 +14,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from usaged.parse import clean_line
 from usaged.values import FileCursor, FileIdentity
 
 HEAD_BYTES = 1024
@@ -133,17 +134,9 @@ def iter_lines(fd: int, start: int, chunk: int, max_line: int) -> Iterator[Line]
                 if len(raw) > max_line:
                     yield Line(b"", line_start, end, too_long=True)
                 else:
-                    yield Line(_clean(raw), line_start, end)
+                    yield Line(clean_line(raw), line_start, end)
             line_start = end
             i = j + 1
-
-
-def _clean(raw: bytes) -> bytes:
-    if raw.endswith(b"\r"):
-        raw = raw[:-1]
-    if raw.startswith(b"\x00"):
-        raw = raw.lstrip(b"\x00")
-    return raw
 
 
 @dataclass(frozen=True, slots=True)

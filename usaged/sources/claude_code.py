@@ -18,7 +18,16 @@ from typing import Any
 import msgspec
 
 from usaged.config import Config
-from usaged.parse import count, decode_line, dedup_key, implausible, iso_to_epoch, money, text
+from usaged.parse import (
+    cheap_skip,
+    count,
+    decode_line,
+    dedup_key,
+    implausible,
+    iso_to_epoch,
+    money,
+    text,
+)
 from usaged.pricing import normalise_model
 from usaged.sources import FileLabel, FolderError, folder_error
 from usaged.values import Skip, SourceName, Tokens, UsageEvent
@@ -112,7 +121,7 @@ class ClaudeCodeSource:
 
     def parse_line(self, line: bytes, label: FileLabel) -> UsageEvent | Skip:
         if _USAGE not in line:
-            return _cheap_skip(line)
+            return cheap_skip(line, _DECODER)
         decoded = decode_line(line, _DECODER)
         if isinstance(decoded, Skip):
             return decoded
@@ -192,18 +201,6 @@ def event_key(msg_id: str | None, request_id: str | None, session: str, timestam
     if msg_id:
         return dedup_key("claude_code", "session", msg_id, session)
     return dedup_key("claude_code", "row", session, timestamp, uuid)
-
-
-def _cheap_skip(line: bytes) -> Skip:
-    """A line without "usage": an object-shaped line is taken as valid without parsing it (it
-    may be tens of MB); anything else is classified properly (and counted if bad)."""
-    stripped = line.strip()
-    if not stripped:
-        return Skip.BLANK
-    if stripped.startswith((b"{", b"\xef\xbb\xbf{")) and stripped.endswith(b"}"):
-        return Skip.NO_USAGE
-    decoded = decode_line(stripped, _DECODER)
-    return decoded if isinstance(decoded, Skip) else Skip.NO_USAGE
 
 
 def _walk(folder: Path, seen_dirs: set[tuple[int, int]], seen_files: set[tuple[int, int]],
