@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -29,6 +31,16 @@ collect_ignore_glob = [] if SHARED_OK else sorted(
     str(p.relative_to(Path(__file__).parent)) for p in Path(__file__).parent.rglob("*.py")
     if p.name != "conftest.py" and any(
         word in p.read_text(encoding="utf-8") for word in ("CORPUS", "CASES", "SHARED")))
+
+
+def load_regen() -> ModuleType:
+    """scripts/regen_golden.py as a module (the goldens and the documented example)."""
+    spec = importlib.util.spec_from_file_location("regen_golden",
+                                                  REPO / "scripts" / "regen_golden.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def pytest_report_header() -> str:

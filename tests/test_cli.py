@@ -7,31 +7,19 @@ Help texts are golden files (tests/golden/help-*.txt), regenerated with
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import REPO
+from conftest import load_regen
 
 from usaged import __version__, cli
 
-
-def _load_regen() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("regen_golden",
-                                                  REPO / "scripts" / "regen_golden.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-regen = _load_regen()
+regen = load_regen()
 REGEN_HINT = "run `python scripts/regen_golden.py` and review the diff"
 
 

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import importlib.util
 import json
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import CORPUS, REPO, oc_line, oc_session, usage_json
+from conftest import CORPUS, REPO, load_regen, oc_line, oc_session, usage_json
 from harness import DaemonProc
 from jsonschema import Draft202012Validator, FormatChecker
 
@@ -287,17 +285,8 @@ def test_status_schema_rejects(broken: str, scan_doc: Any, run: Any, tmp_path: P
 # -- the example in docs/usage-json.md -----------------------------------------------------------
 
 
-def _regen() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("regen_golden",
-                                                  REPO / "scripts" / "regen_golden.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_documented_example_is_a_real_scan_and_valid() -> None:
-    regen = _regen()
+    regen = load_regen()
     text = regen.USAGE_DOC.read_text()
     documented = regen.documented_example(text)
     assert documented is not None, "docs/usage-json.md lost its example block"

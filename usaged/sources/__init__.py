@@ -58,6 +58,15 @@ def folder_error(folder: Path, exc: OSError, on_error: FolderError | None) -> No
         on_error(folder, exc)
 
 
+def real_path(path: Path) -> Path:
+    """Follow symlinks (a legacy `~/.clawdbot` link, a linked config dir) to the real folder,
+    when it exists; otherwise the path as given."""
+    try:
+        return path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return path
+
+
 def is_regular_file(path: str | Path) -> bool:
     """True for a regular file (symlinks followed); False for folders, FIFOs, dangling links."""
     try:

@@ -29,7 +29,7 @@ from usaged.parse import (
     text,
 )
 from usaged.pricing import normalise_model
-from usaged.sources import FileLabel, FolderError, folder_error
+from usaged.sources import FileLabel, FolderError, folder_error, real_path
 from usaged.values import Skip, SourceName, Tokens, UsageEvent
 
 DEFAULT_DIRS = (".claude", ".config/claude")
@@ -83,7 +83,7 @@ class ClaudeCodeSource:
                    for part in env["CLAUDE_CONFIG_DIR"].split(",") if part.strip()]
         else:
             raw = [config.home / d for d in DEFAULT_DIRS]
-        return list(dict.fromkeys(_real(p) for p in raw))
+        return list(dict.fromkeys(real_path(p) for p in raw))
 
     def discover(self, root: Path, on_error: FolderError | None = None) -> Iterator[Path]:
         """Every *.jsonl under projects/, in path order; symlinked folders are followed, each
@@ -237,13 +237,6 @@ def _walk(folder: Path, seen_dirs: set[tuple[int, int]], seen_files: set[tuple[i
 
 def _stem(name: str) -> str:
     return name[: -len(SUFFIX)] if name.endswith(SUFFIX) else name
-
-
-def _real(path: Path) -> Path:
-    try:
-        return path.resolve(strict=True)
-    except (OSError, RuntimeError):
-        return path
 
 
 SOURCE = ClaudeCodeSource()

@@ -25,7 +25,7 @@ from usaged.parse import (
     ms_to_epoch,
     text,
 )
-from usaged.sources import FileLabel, FolderError, folder_error, is_regular_file
+from usaged.sources import FileLabel, FolderError, folder_error, is_regular_file, real_path
 from usaged.values import Skip, SourceName, Tokens, UsageEvent
 
 LEGACY_DIRS = (".clawdbot", ".moltbot", ".moldbot")
@@ -59,8 +59,8 @@ class OpenClawSource:
     def roots(self, config: Config, env: Mapping[str, str]) -> list[Path]:
         configured = config.get("sources.openclaw.roots")
         if configured is not None:
-            return [_real(config.expand(r)) for r in configured]
-        return [_real(state_dir(env, config.home))]
+            return [real_path(config.expand(r)) for r in configured]
+        return [real_path(state_dir(env, config.home))]
 
     def discover(self, root: Path, on_error: FolderError | None = None) -> Iterator[Path]:
         agents = root / "agents"
@@ -165,14 +165,6 @@ def session_id(name: str) -> str:
         base = base.split(".checkpoint.", 1)[0]
     fork = FORK.match(base)
     return fork.group(1) if fork else base
-
-
-def _real(path: Path) -> Path:
-    """Follow a symlinked legacy dir to the folder it points at (when it exists)."""
-    try:
-        return path.resolve(strict=True)
-    except (OSError, RuntimeError):
-        return path
 
 
 def _raw(value: Any) -> str:
